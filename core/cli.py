@@ -1,0 +1,183 @@
+"""The ``endpointkit`` command line: run, validate, plugins, simulate.
+
+Exit status: 0 success; 2 bad spec, data or arguments (a message, no traceback); 3 an endpoint
+plugin or variant failed (the rest completed and the failure is recorded); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EndpointkitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit 2, with a hint
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"endpointkit: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="endpointkit", description="Spec-driven endpoint analysis of treatment studies.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"endpointkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a study spec and print its results table")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--data", type=Path, help="data folder replacing the spec's data.path")
+    run.add_argument("-o", "--output", type=Path, help="folder for results.csv, results.json, table, per_patient/ ...")
+    run.add_argument("--format", help="table format: github, plain, latex, html (default: table.format)")
+    run.add_argument("--only", action="append", default=[], metavar="ID", help="run only this endpoint id (repeatable)")
+    run.add_argument("--variant", help="run only this sensitivity variant ('primary' for the main analysis)")
+    run.add_argument("--jobs", type=int, default=1, help="worker processes for sensitivity variants")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--plot", type=Path, help="forest plot of a headline estimate across variants (.png or .svg; needs matplotlib)")
+    run.add_argument("--plot-measure", default=None, metavar="ID.MEASURE", help="estimate to plot (default: the first endpoint's first headline)")
+
+    validate = commands.add_parser("validate", help="check a spec (and its data) without computing")
+    validate.add_argument("spec", type=Path)
+    validate.add_argument("--data", type=Path)
+    validate.add_argument("--spec-only", action="store_true", help="check the spec only, not the data")
+
+    plugins = commands.add_parser("plugins", help="list registered endpoints, sources, criteria and renderers")
+    plugins.add_argument("--json", action="store_true")
+    plugins.add_argument("--spec", type=Path, help="also load the plugin files this spec lists")
+
+    simulate = commands.add_parser("simulate", help="write a synthetic registry in the canonical tables")
+    simulate.add_argument("--patients", type=int, required=True)
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("-o", "--output", type=Path, required=True)
+    simulate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a true parameter of the simulation, e.g. post_rate=0.3")
+    return parser
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.enabled or total <= 1:
+            return
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name[:40]:<40}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_run(args) -> int:
+    from .engine import run_spec
+    from .output import check_writable, render_files, write_files
+    from .spec import load_spec
+
+    if args.jobs < 1:
+        raise EndpointkitError("--jobs: expected a number of worker processes >= 1")
+    spec = load_spec(args.spec, data=args.data)
+    fmt = args.format or spec.table.format
+    spec.plugins.renderers.get(fmt, "--format")
+    if args.output:
+        check_writable(args.output)
+    progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
+    results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
+    files = render_files(results, fmt) if args.output else None
+    print(results.table(fmt), end="")
+    if len(results.variants) > 1:
+        print()
+        print(results.side_by_side(fmt), end="")
+    if args.plot:
+        from .plot import forest_plot
+
+        forest_plot(results, args.plot, args.plot_measure)
+    if files is not None:
+        write_files(args.output, files)
+        if not args.quiet:
+            print(f"\nwrote {len(files)} files to {args.output}", file=sys.stderr)
+    for failure in results.failures:
+        print(f"endpointkit: endpoint '{failure['endpoint']}' ({failure['plugin']}, variant {failure['variant']}) failed: {failure['reason']}", file=sys.stderr)
+    return 3 if results.failures else 0
+
+
+def cmd_validate(args) -> int:
+    from .engine import load_spec_data
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, data=args.data)
+    print(f"spec OK: {len(spec.endpoints)} endpoints, {len(spec.variants)} sensitivity variants")
+    if not args.spec_only:
+        data = load_spec_data(spec, spec.plugins)
+        counts = ", ".join(f"{name} {len(frame)}" for name, frame in data.tables.items())
+        print(f"data OK: {counts}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .manager import get_plugin_manager
+    from .params import describe_params
+    from .spec import _plugin_files, read_spec_file
+
+    files: tuple[Path, ...] = ()
+    if args.spec:
+        raw, _ = read_spec_file(args.spec)
+        files = _plugin_files(raw, args.spec.parent.resolve())
+    plugins = get_plugin_manager(files=files)
+    listing = {
+        "endpoints": [
+            {"name": e.name, "title": e.title, "provider": e.provider, "requires": list(e.requires),
+             "description": e.description, "params": describe_params(e.Params)}
+            for e in plugins.endpoints
+        ],
+        "sources": [{"name": s.name, "provider": s.provider, "description": getattr(s, "description", "")} for s in plugins.sources],
+        "criteria": [{"name": c.name, "provider": c.provider, "description": getattr(c, "description", "")} for c in plugins.criteria],
+        "renderers": [{"name": r.name, "provider": r.provider, "description": getattr(r, "description", "")} for r in plugins.renderers],
+        "plugins": plugins.versions(),
+    }
+    if args.json:
+        print(json.dumps(listing, indent=2, default=str))
+        return 0
+    for endpoint in listing["endpoints"]:
+        print(f"endpoint {endpoint['name']}: {endpoint['title']}  [{endpoint['provider']}]")
+        if endpoint["description"]:
+            print(f"    {endpoint['description']}")
+        print(f"    requires: {', '.join(['patients', 'treatments', *endpoint['requires']])}")
+        for p in endpoint["params"]:
+            print(f"    {p['name']} = {json.dumps(p['default'], default=str)}  ({p['type']})")
+            print(f"        {p['help']}")
+    for kind in ("sources", "criteria", "renderers"):
+        for item in listing[kind]:
+            print(f"{kind[:-1] if kind != 'criteria' else 'criterion'} {item['name']}: {item['description']}  [{item['provider']}]")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import simulate_command
+
+    return simulate_command(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "simulate": cmd_simulate}
+    try:
+        return handlers[args.command](args)
+    except EndpointkitError as exc:
+        print(f"endpointkit: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("endpointkit: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""From loaded tables to the analysed cohort: index date, follow-up, criteria, clean relapses.
+
+Every patient and record that does not make it through is counted: patients in the attrition
+flow (and listed in the data-quality report), records in the data-quality report with their
+table, CSV line, patient and reason. All derivations are vectorised over patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .data import LINE, TABLES, CohortData, empty_table
+from .params import MONTH_DAYS
+from .spec import CohortSettings
+
+QUALITY_COLUMNS = ["table", "line", "patient_id", "reason", "action"]
+
+
+@dataclass
+class QualityLog:
+    """Collects every dropped, merged, replaced or ignored record."""
+
+    parts: list[pd.DataFrame] = field(default_factory=list)
+
+    def add(self, table: str, rows: pd.DataFrame, reason: str | pd.Series, action: str) -> None:
+        if rows.empty:
+            return
+        self.parts.append(
+            pd.DataFrame({
+                "table": table,
+                "line": rows[LINE].to_numpy() if LINE in rows else pd.NA,
+                "patient_id": rows["patient_id"].to_numpy(),
+                "reason": reason.to_numpy() if isinstance(reason, pd.Series) else reason,
+                "action": action,
+            })
+        )
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame(columns=QUALITY_COLUMNS)
+        return pd.concat(self.parts, ignore_index=True)[QUALITY_COLUMNS]
+
+
+@dataclass
+class Cohort:
+    """The analysed patients (one row each) and their records.
+
+    ``patients`` holds the patient columns plus ``index_date``, ``followup_end`` (under the spec's
+    rule), ``treatment_end``, ``last_followup``, ``index_end_date``, ``index_stop_reason``,
+    ``age_at_index`` and ``disease_duration_at_index`` (years).
+    """
+
+    patients: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    attrition: pd.DataFrame
+    quality: pd.DataFrame
+    settings: CohortSettings
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A canonical table restricted to the analysed patients (relapses already cleaned)."""
+        return self.tables.get(name, empty_table(name))
+
+    def with_patient_columns(self, name: str, *columns: str) -> pd.DataFrame:
+        """A table with per-patient columns (e.g. ``index_date``) merged onto each record."""
+        return self.table(name).merge(self.patients[["patient_id", *columns]], on="patient_id", how="inner")
+
+
+def _days(later: pd.Series, earlier: pd.Series) -> pd.Series:
+    return (later - earlier).dt.days
+
+
+def _latest_record_date(tables: dict[str, pd.DataFrame], patients: pd.DataFrame) -> pd.Series:
+    """Latest date recorded for each patient in any table (for a missing last_followup_date)."""
+    parts = []
+    for name, frame in tables.items():
+        for column in TABLES[name].dates:
+            if column in frame:
+                parts.append(frame[["patient_id", column]].rename(columns={column: "d"}))
+    for column in TABLES["patients"].dates:
+        parts.append(patients[["patient_id", column]].rename(columns={column: "d"}))
+    stacked = pd.concat(parts, ignore_index=True).dropna(subset=["d"])
+    return stacked.groupby("patient_id")["d"].max()
+
+
+def clean_relapses(relapses: pd.DataFrame, settings, quality: QualityLog) -> pd.DataFrame:
+    """Drop pseudo (and, if asked, unconfirmed) relapses; merge onsets greedily.
+
+    An onset fewer than ``merge_within_days`` after the last *kept* onset of the same patient
+    merges into it (sorted by date); the loop runs over relapse rank, vectorised over patients.
+    """
+    if settings.exclude_pseudo:
+        pseudo = relapses["pseudo"].fillna(False).astype(bool)
+        quality.add("relapses", relapses[pseudo], "pseudo relapse (cohort.relapses.exclude_pseudo)", "dropped")
+        relapses = relapses[~pseudo]
+    if settings.only_confirmed:
+        confirmed = relapses["confirmed"].fillna(False).astype(bool)
+        quality.add("relapses", relapses[~confirmed], "not confirmed (cohort.relapses.only_confirmed)", "dropped")
+        relapses = relapses[confirmed]
+    relapses = relapses.sort_values(["patient_id", "onset_date", LINE], kind="stable").reset_index(drop=True)
+    n = len(relapses)
+    if n == 0 or settings.merge_within_days <= 0:
+        return relapses
+    codes, _ = pd.factorize(relapses["patient_id"])
+    rank = relapses.groupby(codes).cumcount().to_numpy()
+    day = relapses["onset_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    kept = np.zeros(n, dtype=bool)
+    merged_into = np.full(n, -1)
+    last_day = np.full(codes.max() + 1, np.iinfo(np.int64).min // 2)
+    last_row = np.full(codes.max() + 1, -1)
+    order = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[order], np.arange(rank.max() + 2))
+    for k in range(rank.max() + 1):
+        rows = order[bounds[k]:bounds[k + 1]]
+        patient = codes[rows]
+        new = day[rows] - last_day[patient] >= settings.merge_within_days
+        kept[rows[new]] = True
+        last_day[patient[new]] = day[rows[new]]
+        last_row[patient[new]] = rows[new]
+        merged_into[rows[~new]] = last_row[patient[~new]]
+    merged = relapses[~kept]
+    if not merged.empty:
+        target = relapses.iloc[merged_into[~kept]]
+        reason = (
+            f"onset within {settings.merge_within_days} days of the relapse of "
+            + target["onset_date"].dt.strftime("%Y-%m-%d").to_numpy().astype(object)
+            + " (line " + target[LINE].astype(str).to_numpy().astype(object) + "); merged into it"
+        )
+        quality.add("relapses", merged, pd.Series(reason, index=merged.index), "merged")
+    return relapses[kept].reset_index(drop=True)
+
+
+def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) -> Cohort:
+    """Apply the cohort definition of the spec to the loaded data."""
+    quality = QualityLog()
+    patients = data.table("patients").copy()
+    steps = [("patients in data", len(patients))]
+    cutoff = pd.Timestamp(settings.cutoff) if settings.cutoff else None
+
+    tables: dict[str, pd.DataFrame] = {}
+    for name, frame in data.tables.items():
+        if name == "patients":
+            continue
+        column = TABLES[name].date_column
+        if cutoff is not None and column:
+            after = frame[column] > cutoff
+            quality.add(name, frame[after], f"{column} after the data cut-off {settings.cutoff}", "ignored")
+            frame = frame[~after]
+        tables[name] = frame
+
+    # index date: first course of the index treatment, else its first administration
+    treatments = tables["treatments"]
+    wanted = settings.index_treatment.strip().casefold()
+    is_index = treatments["treatment"].astype(str).str.strip().str.casefold() == wanted
+    courses = treatments[is_index].sort_values(["patient_id", "start_date", LINE], kind="stable")
+    restart = courses["patient_id"].duplicated(keep="first")
+    quality.add("treatments", courses[restart], f"later course of {settings.index_treatment}; only the first course is analysed", "ignored")
+    first = courses[~restart].set_index("patient_id")
+    admins = tables.get("administrations", empty_table("administrations"))
+    index_admins = admins[admins["treatment"].astype(str).str.strip().str.casefold() == wanted]
+    first_admin = index_admins.groupby("patient_id")["date"].min()
+
+    pid = patients["patient_id"]
+    patients["index_date"] = pid.map(first["start_date"]).fillna(pid.map(first_admin)).astype("datetime64[ns]")
+    patients["index_end_date"] = pid.map(first["end_date"]).astype("datetime64[ns]")
+    patients["index_stop_reason"] = pid.map(first["stop_reason"])
+
+    # last follow-up: missing -> latest date recorded anywhere (reported)
+    latest = pid.map(_latest_record_date(tables, patients))
+    missing_fu = patients["last_followup_date"].isna() & latest.notna()
+    quality.add("patients", patients[missing_fu], "last_followup_date missing; replaced by the latest date recorded for the patient", "replaced")
+    last_followup = patients["last_followup_date"].fillna(latest)
+    if cutoff is not None:
+        last_followup = last_followup.clip(upper=cutoff)
+    patients["last_followup"] = last_followup
+
+    # treatment end: end_date, else last administration + grace (capped at last follow-up), else last follow-up
+    on_course = index_admins.merge(patients[["patient_id", "index_date"]], on="patient_id")
+    on_course = on_course[on_course["date"] >= on_course["index_date"]]
+    last_admin = pid.map(on_course.groupby("patient_id")["date"].max())
+    by_admin = (last_admin + pd.Timedelta(days=settings.grace_days)).where(
+        last_followup.isna() | (last_admin + pd.Timedelta(days=settings.grace_days) <= last_followup), last_followup
+    )
+    treatment_end = patients["index_end_date"].fillna(by_admin.where(last_admin.notna(), last_followup))
+    if cutoff is not None:
+        treatment_end = treatment_end.clip(upper=cutoff)
+    patients["treatment_end"] = treatment_end
+    patients["followup_end"] = treatment_end if settings.follow_up_end == "treatment_end" else last_followup
+    year = 365.25
+    patients["age_at_index"] = _days(patients["index_date"], patients["birth_date"]) / year
+    patients["disease_duration_at_index"] = _days(patients["index_date"], patients["onset_date"]) / year
+    patients["treatment_months"] = _days(patients["treatment_end"], patients["index_date"]) / MONTH_DAYS
+    patients["followup_months"] = _days(patients["followup_end"], patients["index_date"]) / MONTH_DAYS
+
+    def exclude(mask: pd.Series, step: str) -> None:
+        nonlocal patients
+        quality.add("patients", patients[mask], f"excluded from the cohort: {step}", "excluded")
+        patients = patients[~mask]
+        steps.append((step, len(patients)))
+
+    exclude(patients["index_date"].isna(), f"received {settings.index_treatment}")
+    ends_ok = patients["followup_end"].notna() & (patients["followup_end"] > patients["index_date"])
+    exclude(~ends_ok, "follow-up end after the index date")
+    for criterion in settings.criteria:
+        keep = criteria_registry.get(criterion.kind, "cohort.criteria").keep(patients, criterion.value)
+        exclude(~keep.astype(bool), criterion.name)
+
+    patients = patients.reset_index(drop=True)
+    analysed = set(patients["patient_id"])
+    tables = {name: frame[frame["patient_id"].isin(analysed)] for name, frame in tables.items()}
+    if "relapses" in tables:
+        tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
+
+    attrition = pd.DataFrame(steps, columns=["step", "remaining"])
+    attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)
+    return Cohort(patients=patients, tables=tables, attrition=attrition, quality=quality.frame(), settings=settings)

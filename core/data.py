@@ -1,0 +1,246 @@
+"""The canonical tables: read through a source plugin, mapped, typed and validated.
+
+Each problem raises a :class:`DataError` naming the table, CSV line and column and what was
+expected. Only the tables the requested endpoints need are required; optional tables are read
+when present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, SpecError
+from .titers import parse_titers
+
+EDSS_GRID = np.array([0.0] + [x / 2 for x in range(2, 21)])  # 0, 1.0, 1.5, ..., 10
+TRUE_VALUES = {"true", "t", "yes", "y", "1"}
+FALSE_VALUES = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    dates: tuple[str, ...] = ()
+    booleans: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
+
+    @property
+    def all_columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+    @property
+    def date_column(self) -> str | None:
+        """The column that places a record in time (for cut-off and follow-up checks)."""
+        for name in ("date", "onset_date", "start_date"):
+            if name in self.required:
+                return name
+        return None
+
+
+TABLES: dict[str, TableSchema] = {
+    t.name: t
+    for t in (
+        TableSchema(
+            "patients", ("patient_id",),
+            ("sex", "birth_date", "onset_date", "diagnosis", "antibody_status", "last_followup_date", "group"),
+            dates=("birth_date", "onset_date", "last_followup_date"),
+        ),
+        TableSchema("treatments", ("patient_id", "treatment", "start_date"), ("end_date", "stop_reason"), dates=("start_date", "end_date")),
+        TableSchema("administrations", ("patient_id", "treatment", "date"), ("dose",), dates=("date",), numbers=("dose",)),
+        TableSchema("relapses", ("patient_id", "onset_date"), ("confirmed", "severity", "pseudo"), dates=("onset_date",), booleans=("confirmed", "pseudo")),
+        TableSchema("edss", ("patient_id", "date", "score"), dates=("date",), numbers=("score",)),
+        TableSchema("titers", ("patient_id", "date", "titer"), ("assay",), dates=("date",)),
+        TableSchema(
+            "adverse_events", ("patient_id", "onset_date", "term"),
+            ("grade", "serious", "related", "action", "treatment"),
+            dates=("onset_date",), booleans=("serious", "related"), numbers=("grade",),
+        ),
+    )
+}
+ALWAYS_REQUIRED = ("patients", "treatments")
+LINE = "_line"  # CSV line of each record, kept for traceability
+
+
+@dataclass
+class CohortData:
+    """The loaded, validated canonical tables (shared by every variant)."""
+
+    tables: dict[str, pd.DataFrame]
+    checksums: dict[str, str] = field(default_factory=dict)
+    source: str = "csv"
+    path: Path | None = None
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name in self.tables:
+            return self.tables[name]
+        return empty_table(name)
+
+    def memory_bytes(self) -> int:
+        return int(sum(t.memory_usage(deep=True).sum() for t in self.tables.values()))
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    schema = TABLES[name]
+    frame = pd.DataFrame({c: pd.Series(dtype="object") for c in schema.all_columns})
+    for c in schema.dates:
+        frame[c] = pd.Series(dtype="datetime64[ns]")
+    for c in schema.numbers:
+        frame[c] = pd.Series(dtype="float64")
+    for c in schema.booleans:
+        frame[c] = pd.Series(dtype="boolean")
+    frame[LINE] = pd.Series(dtype="int64")
+    return frame
+
+
+def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected: str) -> None:
+    """Raise for the first bad row, saying how many more there are."""
+    if not bad.any():
+        return
+    rows = frame.loc[bad]
+    first = rows.iloc[0]
+    more = f" ({len(rows) - 1} more rows like this)" if len(rows) > 1 else ""
+    value = first.get(column, "")
+    raise DataError(table, f"{expected}, got {value!r}{more}", line=int(first[LINE]), column=column)
+
+
+def _parse_dates(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
+    text = frame[column]
+    parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    bad = text.notna() & parsed.isna()
+    _fail(table, frame, bad, column, "expected a date YYYY-MM-DD that exists")
+    return parsed.astype("datetime64[ns]")
+
+
+def _parse_booleans(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
+    text = frame[column].astype("string").str.strip().str.lower()
+    result = pd.Series(pd.NA, index=frame.index, dtype="boolean")
+    result[text.isin(TRUE_VALUES).fillna(False).astype(bool)] = True
+    result[text.isin(FALSE_VALUES).fillna(False).astype(bool)] = False
+    bad = text.notna() & result.isna()
+    _fail(table, frame, bad, column, "expected true/false (or yes/no, 1/0)")
+    return result
+
+
+def _parse_numbers(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
+    text = frame[column]
+    number = pd.to_numeric(text, errors="coerce")
+    _fail(table, frame, text.notna() & number.isna(), column, "expected a number")
+    return number.astype(float)
+
+
+def _maybe_numeric(series: pd.Series) -> pd.Series:
+    """Extra columns become numbers when every non-blank value is one (usable in criteria)."""
+    number = pd.to_numeric(series, errors="coerce")
+    if series.notna().any() and number[series.notna()].notna().all():
+        return number
+    return series
+
+
+def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None = None) -> pd.DataFrame:
+    """Map, type and validate one raw (all-text) table."""
+    schema = TABLES[name]
+    frame = frame.copy()
+    if mapping:
+        missing = [user for user in mapping.values() if user not in frame.columns]
+        if missing:
+            raise DataError(name, f"column '{missing[0]}' named in data.columns.{name} is not in the file; columns: {', '.join(map(str, frame.columns))}")
+        frame = frame.rename(columns={user: canonical for canonical, user in mapping.items()})
+    for column in schema.required:
+        if column not in frame.columns:
+            raise DataError(
+                name, f"missing required column '{column}'; found: {', '.join(map(str, frame.columns))}"
+                + (f" (map your own names with data.columns.{name})" if True else ""),
+                column=column,
+            )
+    if LINE not in frame.columns:
+        frame[LINE] = np.arange(2, len(frame) + 2)
+    for column in schema.optional:
+        if column not in frame.columns:
+            frame[column] = pd.Series(pd.NA, index=frame.index, dtype="object")
+    for column in schema.required:
+        _fail(name, frame, frame[column].isna(), column, "expected a value (required column)")
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    for column in schema.dates:
+        frame[column] = _parse_dates(name, frame, column)
+    for column in schema.booleans:
+        frame[column] = _parse_booleans(name, frame, column)
+    for column in schema.numbers:
+        frame[column] = _parse_numbers(name, frame, column)
+    for column in frame.columns:
+        if column not in schema.all_columns and column != LINE:
+            frame[column] = _maybe_numeric(frame[column])
+    _check_values(name, frame)
+    return frame
+
+
+def _check_values(name: str, frame: pd.DataFrame) -> None:
+    if name == "patients":
+        _fail(name, frame, frame["patient_id"].duplicated(), "patient_id", "expected unique patient ids; duplicate")
+    if name == "treatments":
+        bad = frame["end_date"].notna() & (frame["end_date"] < frame["start_date"])
+        _fail(name, frame, bad, "end_date", "expected an end date on or after start_date")
+    if name == "edss":
+        on_grid = np.isin(frame["score"].to_numpy(), EDSS_GRID)
+        _fail(name, frame, ~pd.Series(on_grid, index=frame.index), "score", "expected an EDSS score on the grid 0, 1.0, 1.5, ..., 9.5, 10 (0.5 is not a score)")
+    if name == "titers":
+        value, negative, valid = parse_titers(frame["titer"])
+        _fail(name, frame, ~valid, "titer", "expected a titer such as 1:480, 480, negative, neg or <1:10")
+        frame["titer_value"] = value
+        frame["titer_negative"] = negative
+    if name == "adverse_events":
+        grade = frame["grade"]
+        bad = grade.notna() & ~grade.isin([1, 2, 3, 4, 5])
+        _fail(name, frame, bad, "grade", "expected a grade 1, 2, 3, 4 or 5")
+
+
+def check_patients_known(tables: dict[str, pd.DataFrame]) -> None:
+    known = set(tables["patients"]["patient_id"])
+    for name, frame in tables.items():
+        if name == "patients":
+            continue
+        unknown = ~frame["patient_id"].isin(known)
+        _fail(name, frame, unknown, "patient_id", "expected a patient_id listed in patients")
+
+
+def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
+    """(required, optional) tables for a set of endpoints."""
+    required = list(ALWAYS_REQUIRED)
+    for requires in endpoint_requires:
+        for table in requires:
+            if table not in TABLES:
+                raise SpecError("endpoints", f"an endpoint requires unknown table '{table}'")
+            if table not in required:
+                required.append(table)
+    optional = [t for t in TABLES if t not in required]
+    return required, optional
+
+
+def load_data(source, path: Path, required: list[str], optional: list[str], columns: dict[str, dict[str, str]]) -> CohortData:
+    """Read every needed table through ``source`` and validate it."""
+    if not path.exists():
+        raise DataError("data", f"data folder not found: {path}")
+    tables, checksums = {}, {}
+    for name in required + optional:
+        raw = source.read_table(path, name)
+        if raw is None:
+            if name in required:
+                raise DataError(name, f"table not found in {path} (expected {source.describe(name)}); it is required by the chosen endpoints")
+            continue
+        frame, checksum = raw
+        if frame.empty and name in ("patients", "treatments"):
+            raise DataError(name, "the table has no rows")
+        tables[name] = prepare_table(name, frame, columns.get(name))
+        checksums[name] = checksum
+    check_patients_known(tables)
+    return CohortData(tables=tables, checksums=checksums, source=source.name, path=path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

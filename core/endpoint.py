@@ -1,0 +1,100 @@
+"""What an endpoint plugin is and what it returns.
+
+An endpoint is a class registered through the ``register_endpoints`` hook. It declares its name,
+the tables it needs and a ``Params`` dataclass (validated before any data is read), and its
+``compute`` turns an analysed :class:`~endpointkit.cohort.Cohort` into an :class:`EndpointResult`:
+result rows (numbers only; the core adds variant, endpoint id and display) plus a per-patient frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .cohort import Cohort
+    from .stats import PairedTestSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One reported quantity (one row of the results frame, before the core adds its context)."""
+
+    measure: str
+    stat: str
+    estimate: float | None
+    n: int | None = None
+    count: int | None = None
+    low: float | None = None
+    high: float | None = None
+    interval: str | None = None
+    p_value: float | None = None
+    test: str | None = None
+    group: str = "all"
+    label: str | None = None  # default row label in the table
+    unit: str = ""  # e.g. "years", "months"; informs the label only
+    display: str | None = None  # set only when the generic formatter cannot show it (titers)
+
+
+@dataclass(kw_only=True)
+class EndpointResult:
+    """What ``Endpoint.compute`` returns.
+
+    ``excluded`` maps a reason to the patient ids the endpoint could not analyse; the core reports
+    each in the data-quality report. ``notes`` are footnotes that state the definitions used.
+    """
+
+    rows: list[Row]
+    per_patient: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    excluded: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Study-wide settings an endpoint needs besides its own params."""
+
+    quantile_method: str
+    paired_test: PairedTestSettings
+    year_days: float = 365.25
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Memoise a derivation across sensitivity variants (key = what it depends on)."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For endpoints without parameters."""
+
+
+class Endpoint:
+    """Base class of every endpoint plugin.
+
+    Subclasses set ``name`` (the spec's ``plugin:`` value), ``title``, ``requires`` (canonical tables
+    beyond ``patients`` and ``treatments``), ``Params`` and ``headline`` (the measures the
+    side-by-side sensitivity table shows), and implement :meth:`compute`.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type] = NoParams
+    headline: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    # set by the plugin manager: who registered it
+    provider: ClassVar[str] = ""
+
+    def compute(self, cohort: Cohort, params: Any, ctx: Context) -> EndpointResult:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls.Params)]

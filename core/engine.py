@@ -1,0 +1,151 @@
+"""The pipeline: spec -> data -> cohort -> endpoints -> results, for the primary run and every variant.
+
+Variants share the loaded data; the cohort and any derivation an endpoint memoises through
+``Context.cached`` are rebuilt only when a setting they depend on changes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from .cohort import Cohort, build_cohort
+from .data import CohortData, load_data, tables_needed
+from .endpoint import Context, EndpointResult
+from .errors import UsageError
+from .manager import Plugins
+from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
+from .spec import Spec, load_spec
+
+
+def needed_tables(spec: Spec, plugins: Plugins) -> tuple[list[str], list[str]]:
+    requires = [plugins.endpoints.items[e.plugin].requires for s in (spec, *spec.variants) for e in s.endpoints]
+    return tables_needed(requires)
+
+
+def load_spec_data(spec: Spec, plugins: Plugins) -> CohortData:
+    required, optional = needed_tables(spec, plugins)
+    source = plugins.sources.items[spec.data.source]
+    return load_data(source, spec.data_path, required, optional, spec.data.columns)
+
+
+def _cohort_key(spec: Spec) -> str:
+    resolved = spec.resolved()["cohort"]
+    return json.dumps([resolved, str(spec.cohort.cutoff)], sort_keys=True, default=str)
+
+
+def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
+    """Run every endpoint of one (validated) variant spec on the loaded data."""
+    started = time.perf_counter()
+    key = ("cohort", _cohort_key(spec))
+    if key not in cache:
+        cache[key] = build_cohort(data, spec.cohort, plugins.criteria)
+    cohort: Cohort = cache[key]
+    ctx = Context(
+        quantile_method=spec.statistics.quantile_method, paired_test=spec.paired_test,
+        year_days=spec.statistics.year_days, cache=cache,
+    )
+    frames, per_patient, labels, notes, failures = [], {}, {}, {}, []
+    quality = [cohort.quality]
+    for endpoint_spec in spec.endpoints:
+        if only and endpoint_spec.id not in only:
+            continue
+        endpoint_cls = plugins.endpoints.items[endpoint_spec.plugin]
+        try:
+            result = endpoint_cls().compute(cohort, endpoint_spec.params, ctx)
+            problem = _check_result(result)
+        except Exception as exc:  # a plugin's bug must not take the other endpoints down
+            problem = f"{type(exc).__name__}: {exc}"
+            detail = traceback.format_exc(limit=-3)
+        else:
+            detail = ""
+        if problem:
+            failures.append({
+                "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
+                "provider": endpoint_cls.provider, "reason": problem, "detail": detail,
+            })
+            continue
+        frames.append(rows_to_frame(result.rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table))
+        per_patient[endpoint_spec.id] = result.per_patient
+        for row in result.rows:
+            labels[(endpoint_spec.id, row.measure, row.group)] = row.label or row.measure.replace("_", " ")
+        endpoint_notes = list(result.notes)
+        for reason, ids in result.excluded.items():
+            if len(ids):
+                endpoint_notes.append(f"{len(ids)} patient(s) excluded from this endpoint: {reason}.")
+                quality.append(pd.DataFrame({
+                    "table": f"endpoint {endpoint_spec.id}", "line": pd.NA, "patient_id": list(ids),
+                    "reason": f"excluded from endpoint: {reason}", "action": "excluded",
+                }))
+        notes[endpoint_spec.id] = endpoint_notes
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    quality_frame = pd.concat([q for q in quality if not q.empty], ignore_index=True) if any(not q.empty for q in quality) else cohort.quality
+    return VariantResult(
+        name=spec.variant, spec=spec, frame=frame, per_patient=per_patient, labels=labels, notes=notes,
+        attrition=cohort.attrition, quality=quality_frame, failures=failures,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _check_result(result: object) -> str | None:
+    if not isinstance(result, EndpointResult):
+        return f"compute() must return an EndpointResult, got {type(result).__name__}"
+    problem = check_rows(result.rows)
+    if problem:
+        return problem
+    per_patient = result.per_patient
+    if not isinstance(per_patient, pd.DataFrame) or (len(per_patient.columns) and per_patient.columns[0] != "patient_id"):
+        return "per_patient must be a DataFrame whose first column is patient_id"
+    return None
+
+
+def select_variants(spec: Spec, variant: str | None) -> list[Spec]:
+    everything = [spec, *spec.variants]
+    if variant is None:
+        return everything
+    names = [s.variant for s in everything]
+    if variant not in names:
+        from .errors import suggest
+
+        raise UsageError(f"--variant: unknown variant '{variant}'{suggest(variant, names)}; variants: {', '.join(names)}")
+    return [everything[names.index(variant)]]
+
+
+def run_spec(
+    spec: Spec,
+    plugins: Plugins,
+    *,
+    only: tuple[str, ...] = (),
+    variant: str | None = None,
+    jobs: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+    data: CohortData | None = None,
+):
+    """Run the primary spec and its variants; returns :class:`~endpointkit.run.Results`."""
+    from .parallel import run_variants
+    from .run import Results
+
+    if only:
+        ids = {e.id for e in spec.endpoints}
+        unknown = [o for o in only if o not in ids]
+        if unknown:
+            from .errors import suggest
+
+            raise UsageError(f"--only: unknown endpoint id '{unknown[0]}'{suggest(unknown[0], ids)}; ids: {', '.join(sorted(ids))}")
+    variants = select_variants(spec, variant)
+    if data is None:
+        data = load_spec_data(spec, plugins)
+    outputs = run_variants(variants, data, plugins, only=only, jobs=jobs, progress=progress)
+    return Results.from_variants(spec, plugins, data, outputs)
+
+
+def run(spec: str | Path | Spec, data: str | Path | None = None, **kwargs):
+    """Python API: run a study spec (path or loaded :class:`Spec`) and return its Results."""
+    if not isinstance(spec, Spec) or data is not None:
+        spec = load_spec(spec.path if isinstance(spec, Spec) else spec, data=data)
+    return run_spec(spec, spec.plugins, **kwargs)

@@ -1,0 +1,97 @@
+"""Build the results table (rows, labels, footnotes) from the results frame; renderer plugins
+turn it into text. Nothing here computes a number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .manager import Plugins
+from .results import VariantResult
+
+if TYPE_CHECKING:
+    from .run import Results
+
+QUANTILE_NAMES = {
+    "linear": "R type 7, pandas/numpy default",
+    "weibull": "Hyndman-Fan type 6, SPSS",
+    "averaged_inverted_cdf": "Hyndman-Fan type 2, SAS/Stata",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a renderer receives: a title, headers, rows of strings and footnotes."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    footnotes: list[str]
+
+
+def _shown(spec, endpoint: str, measure: str) -> bool:
+    show = spec.table.show
+    return not show or endpoint in show or f"{endpoint}.{measure}" in show
+
+
+def build_table(result: VariantResult) -> Table:
+    spec = result.spec
+    titles = {e.id: e.title for e in spec.endpoints}
+    rows = []
+    frame = result.frame
+    for endpoint in spec.endpoints:
+        block = frame[frame["endpoint"] == endpoint.id]
+        first = True
+        for record in block.itertuples(index=False):
+            if not _shown(spec, endpoint.id, record.measure):
+                continue
+            label = spec.table.labels.get(f"{endpoint.id}.{record.measure}") or result.labels.get(
+                (endpoint.id, record.measure, record.group), record.measure
+            )
+            if record.group != "all":
+                label = f"{label} ({record.group})"
+            n = "" if pd.isna(record.n) else str(int(record.n))
+            rows.append([titles[endpoint.id] if first else "", label, n, record.display])
+            first = False
+    return Table(
+        title=spec.table.title or spec.study.title,
+        headers=["Endpoint", "Measure", "n", "Result"],
+        rows=rows,
+        footnotes=footnotes(result) if spec.table.footnotes else list(spec.table.notes),
+    )
+
+
+def footnotes(result: VariantResult) -> list[str]:
+    spec = result.spec
+    method = spec.statistics.quantile_method
+    test = spec.paired_test
+    attrition = result.attrition
+    notes = [
+        f"Cohort: {int(attrition['remaining'].iloc[-1])} of {int(attrition['remaining'].iloc[0])} patients analysed; "
+        f"index date = first start of {spec.cohort.index_treatment}; follow-up ends at {spec.cohort.follow_up_end.replace('_', ' ')}"
+        + (f" (capped at the data cut-off {spec.cohort.cutoff})" if spec.cohort.cutoff else "") + ".",
+        f"Medians with [IQR] use the numpy quantile method '{method}'"
+        + (f" ({QUANTILE_NAMES[method]})" if method in QUANTILE_NAMES else "") + "; a year is "
+        f"{spec.statistics.year_days:g} days.",
+        f"Paired tests: Wilcoxon signed-rank on post - pre (scipy.stats.wilcoxon, zero_method={test.zero_method}, "
+        f"method={test.method}, correction={str(test.correction).lower()}); the method that ran, pairs and zero "
+        "differences are recorded in results.csv. Proportions: exact Clopper-Pearson 95% CI.",
+        f"Relapses: pseudo relapses {'dropped' if spec.cohort.relapses.exclude_pseudo else 'kept'}; onsets within "
+        f"{spec.cohort.relapses.merge_within_days} days of a kept onset merged"
+        + ("; confirmed relapses only" if spec.cohort.relapses.only_confirmed else "") + ".",
+        f"p-values: {spec.table.p_style.upper()} style, two-sided.",
+    ]
+    for endpoint in spec.endpoints:
+        for note in result.notes.get(endpoint.id, []):
+            notes.append(f"{endpoint.title}: {note}")
+    for failure in result.failures:
+        notes.append(f"FAILED {failure['endpoint']} ({failure['plugin']}): {failure['reason']}")
+    notes.extend(spec.table.notes)
+    return notes
+
+
+def render_table(result: VariantResult, plugins: Plugins, fmt: str) -> str:
+    renderer = plugins.renderers.get(fmt, "--format")
+    return renderer.render(build_table(result))

@@ -1,0 +1,150 @@
+"""The results frame (analysis results data, one row per reported quantity) and its display strings.
+
+Every number any output shows comes from this frame; renderers only format it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .endpoint import Row
+
+if TYPE_CHECKING:
+    from .spec import Spec, TableSection
+
+RESULT_COLUMNS = [
+    "variant", "endpoint", "measure", "group", "stat", "count", "n", "estimate", "low", "high",
+    "interval", "p_value", "test", "display",
+]
+DASH = "\u2013"
+
+
+def _num(value: float | None, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NA"
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def percent_decimals(table: TableSection, n: int | None) -> int:
+    if table.percent_decimals != "auto":
+        return int(table.percent_decimals)
+    return 0 if (n or 0) < 100 else 1
+
+
+def format_p(p: float | None, style: str) -> str:
+    """NEJM: <0.001, 3 decimals below 0.01, else 2. AMA: P<.001, P=.006. Never 0.000."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "NA"
+    if p < 0.001:
+        text = "<0.001"
+    elif p < 0.01:
+        text = f"{p:.3f}"
+    else:
+        text = f"{p:.2f}"
+        if text == "1.00" and p < 1:
+            text = "1.00"
+    if style == "ama":
+        bare = text.replace("0.", ".", 1)
+        return f"P{bare}" if bare.startswith("<") else f"P={bare}"
+    return text
+
+
+def format_display(row: Row, table: TableSection) -> str:
+    """The string the table shows for one row, from the numbers only."""
+    if row.display is not None:
+        return row.display
+    d = table.decimals
+    open_, close = table.brackets[0], table.brackets[1]
+    est = row.estimate
+    if row.stat == "test":
+        return format_p(row.p_value, table.p_style)
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        if row.stat == "km_median":
+            return "not reached"
+        return "NA"
+    if row.stat == "count":
+        return str(int(round(est)))
+    if row.stat == "proportion":
+        pd_ = percent_decimals(table, row.n)
+        text = f"{row.count} ({_num(100 * est, pd_)}%)"
+        if table.show_ci and row.low is not None:
+            text += f" {open_}95% CI {_num(100 * row.low, pd_)}{DASH}{_num(100 * row.high, pd_)}%{close}"
+        return text
+    if row.stat == "km":
+        pd_ = percent_decimals(table, row.n)
+        text = f"{_num(100 * est, pd_)}%"
+        if row.low is not None and row.high is not None:
+            text += f" (95% CI {_num(100 * row.low, pd_)}{DASH}{_num(100 * row.high, pd_)}%)"
+        return text
+    if row.stat == "mean" and row.interval == "SD":
+        return f"{_num(est, d)} ({_num(row.low, d)})" if row.low is not None else _num(est, d)
+    if row.low is None and row.high is None:
+        return _num(est, d)
+    if row.interval == "95% CI":
+        low = _num(row.low, d) if row.low is not None else "NA"
+        high = _num(row.high, d) if row.high is not None else "NA"
+        return f"{_num(est, d)} (95% CI {low}{DASH}{high})"
+    return f"{_num(est, d)} {open_}{_num(row.low, d)}{DASH}{_num(row.high, d)}{close}"
+
+
+def rows_to_frame(rows: list[Row], *, variant: str, endpoint: str, table: TableSection) -> pd.DataFrame:
+    records = []
+    for row in rows:
+        records.append({
+            "variant": variant, "endpoint": endpoint, "measure": row.measure, "group": row.group,
+            "stat": row.stat, "count": row.count, "n": row.n, "estimate": row.estimate, "low": row.low,
+            "high": row.high, "interval": row.interval, "p_value": row.p_value, "test": row.test,
+            "display": format_display(row, table),
+        })
+    frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+    for column in ("count", "n"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("estimate", "low", "high", "p_value"):
+        frame[column] = pd.to_numeric(frame[column]).astype("float64")
+    return frame
+
+
+def check_rows(rows: Any) -> str | None:
+    """Why rows break the results contract, or None when they are fine."""
+    if not isinstance(rows, list):
+        return f"rows must be a list of Row, got {type(rows).__name__}"
+    for row in rows:
+        if not isinstance(row, Row):
+            return f"rows must be Row objects, got {type(row).__name__}"
+        for name in ("estimate", "low", "high", "p_value"):
+            value = getattr(row, name)
+            if value is not None and not isinstance(value, int | float):
+                return f"row '{row.measure}': {name} must be a number, got {value!r}"
+        if row.n is not None and row.n < 0:
+            return f"row '{row.measure}': n is negative"
+        if row.count is not None and row.n is not None and row.count > row.n:
+            return f"row '{row.measure}': count {row.count} exceeds n {row.n}"
+        if row.stat in ("proportion", "km") and row.estimate is not None and not 0 <= row.estimate <= 1:
+            return f"row '{row.measure}': a proportion must lie in [0, 1], got {row.estimate}"
+        if row.p_value is not None and not (0 <= row.p_value <= 1 or math.isnan(row.p_value)):
+            return f"row '{row.measure}': p_value outside [0, 1]"
+    measures = [(r.measure, r.group) for r in rows]
+    if len(measures) != len(set(measures)):
+        return "two rows share the same measure and group"
+    return None
+
+
+@dataclass
+class VariantResult:
+    """One variant's outputs."""
+
+    name: str
+    spec: Spec
+    frame: pd.DataFrame
+    per_patient: dict[str, pd.DataFrame]
+    labels: dict[tuple[str, str], str]
+    notes: dict[str, list[str]]
+    attrition: pd.DataFrame
+    quality: pd.DataFrame
+    failures: list[dict] = field(default_factory=list)
+    seconds: float = 0.0

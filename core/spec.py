@@ -1,0 +1,481 @@
+"""The study spec: safe YAML in, typed and fully validated objects out, before any data is read.
+
+Every problem raises a :class:`SpecError` naming its path (``endpoints[2].params.pre_window``).
+Relative paths resolve against the spec file's folder. Sensitivity variants are whole specs
+derived from the primary one by dotted-path overrides, validated the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import SpecError, suggest
+from .manager import Plugins, get_plugin_manager
+from .params import build_params, param, params_dict
+from .stats import QUANTILE_METHODS, PairedTestSettings
+
+MAX_YAML_ALIASES = 100
+MAX_SPEC_BYTES = 2_000_000
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class StudySection:
+    id: str = param("study", "Short identifier of the study, used in provenance.")
+    title: str = param("Study", "Title printed above the results table.")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    source: str = param("csv", "Registered data source that reads the tables (see `endpointkit plugins`).")
+    path: str = param(".", "Folder (or file) holding the tables, relative to the spec file.")
+    cutoff: str | None = param(None, "Data cut-off date (YYYY-MM-DD): later records are reported and not used.")
+    columns: dict[str, dict[str, str]] = param({}, "Per table, canonical column -> your column name.")
+
+
+@dataclass(frozen=True)
+class IndexSection:
+    treatment: str = param("IVIG", "Treatment whose first start is the index date.")
+    event: Literal["first_start"] = param("first_start", "Which event of that treatment is the index date.")
+
+
+@dataclass(frozen=True)
+class RelapseSection:
+    merge_within_days: int = param(30, "Onsets fewer than this many days after the last kept onset merge into it.")
+    exclude_pseudo: bool = param(True, "Drop relapses flagged pseudo.")
+    only_confirmed: bool = param(False, "Keep only relapses flagged confirmed (a stricter definition).")
+
+
+@dataclass(frozen=True)
+class CohortSection:
+    index: dict = param({}, "Index date definition: {treatment, event}.")
+    criteria: list = param([], "Inclusion criteria, applied in order, each counted in the attrition flow.")
+    follow_up_end: Literal["treatment_end", "last_followup"] = param("treatment_end", "End of follow-up for every endpoint.")
+    grace_days: int = param(90, "For a course without end_date: last administration + this many days.")
+    relapses: dict = param({}, "Relapse cleaning: {merge_within_days, exclude_pseudo, only_confirmed}.")
+
+
+@dataclass(frozen=True)
+class StatisticsSection:
+    quantile_method: str = param("linear", "numpy quantile method for every median/IQR (linear = R/pandas, weibull = SPSS, averaged_inverted_cdf = SAS/Stata).")
+    paired_test: dict = param({}, "scipy.stats.wilcoxon settings: {zero_method, method, correction}.")
+    year_days: float = param(365.25, "Days in a year for annualized rates and ages.", min=1)
+
+    def check(self, path: str) -> None:
+        if self.quantile_method not in QUANTILE_METHODS:
+            raise SpecError(
+                f"{path}.quantile_method",
+                f"expected one of {', '.join(QUANTILE_METHODS)}, got {self.quantile_method!r}"
+                + suggest(self.quantile_method, QUANTILE_METHODS),
+            )
+
+
+@dataclass(frozen=True)
+class PairedTestSection:
+    zero_method: Literal["wilcox", "pratt", "zsplit"] = param("wilcox", "How zero differences are treated.")
+    method: Literal["auto", "exact", "asymptotic", "permutation"] = param("auto", "How the p-value is computed.")
+    correction: bool = param(False, "Continuity correction of the normal approximation.")
+
+
+@dataclass(frozen=True)
+class TableSection:
+    format: str = param("github", "Renderer for the printed table: github, plain, latex, html.")
+    decimals: int = param(1, "Decimals of medians, means and rates.", max=6)
+    percent_decimals: Literal["auto", 0, 1, 2] = param("auto", "Decimals of percentages; auto = 0 below 100 patients, else 1.")
+    p_style: Literal["nejm", "ama"] = param("nejm", "p-value style: nejm (<0.001, 0.006, 0.04) or ama (P<.001).")
+    brackets: Literal["[]", "()"] = param("[]", "Brackets around an IQR or range.")
+    show_ci: bool = param(False, "Show the 95% CI of proportions.")
+    show: list[str] = param([], "Endpoint ids or `id.measure` to show (default: everything).")
+    labels: dict[str, str] = param({}, "`id.measure` -> row label.")
+    footnotes: bool = param(True, "Print footnotes stating definitions, tests and the quantile method.")
+    notes: list[str] = param([], "Extra footnotes printed under the table.")
+    title: str | None = param(None, "Table title (default: the study title).")
+
+
+# --------------------------------------------------------------------------- typed spec
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    kind: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class CohortSettings:
+    index_treatment: str
+    index_event: str
+    criteria: tuple[Criterion, ...]
+    follow_up_end: str
+    grace_days: int
+    relapses: RelapseSection
+    cutoff: dt.date | None
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    id: str
+    plugin: str
+    params: Any
+    title: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated study spec (one per variant)."""
+
+    path: Path | None
+    raw: dict
+    sha256: str
+    study: StudySection
+    data: DataSection
+    data_path: Path
+    cohort: CohortSettings
+    endpoints: tuple[EndpointSpec, ...]
+    statistics: StatisticsSection
+    paired_test: PairedTestSettings
+    table: TableSection
+    plugin_files: tuple[Path, ...]
+    variant: str = "primary"
+    variants: tuple[Spec, ...] = ()
+    variant_settings: dict = field(default_factory=dict)
+    plugins: Plugins | None = field(default=None, compare=False, repr=False)
+
+    def resolved(self) -> dict:
+        """Every setting as resolved (defaults filled in), for provenance."""
+        return {
+            "study": params_dict(self.study),
+            "data": {**params_dict(self.data), "path": str(self.data_path)},
+            "cohort": {
+                "index": {"treatment": self.cohort.index_treatment, "event": self.cohort.index_event},
+                "criteria": [{"name": c.name, c.kind: c.value} for c in self.cohort.criteria],
+                "follow_up_end": self.cohort.follow_up_end,
+                "grace_days": self.cohort.grace_days,
+                "relapses": params_dict(self.cohort.relapses),
+            },
+            "endpoints": [
+                {"id": e.id, "plugin": e.plugin, "params": params_dict(e.params)} for e in self.endpoints
+            ],
+            "statistics": {**params_dict(self.statistics), "paired_test": dataclasses.asdict(self.paired_test)},
+            "table": params_dict(self.table),
+        }
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader (no Python tags) that also refuses alias bombs."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise SpecError("", f"the YAML uses more than {MAX_YAML_ALIASES} aliases; refusing (alias bomb?)")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except SpecError:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError("", f"{origin} is not valid YAML{where}: {problem}") from None
+
+
+def read_spec_file(path: Path) -> tuple[dict, str]:
+    if not path.exists():
+        raise SpecError("", f"spec file not found: {path}")
+    if path.is_dir():
+        raise SpecError("", f"expected a YAML spec file, got a folder: {path}")
+    data = path.read_bytes()
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError("", f"{path} is larger than {MAX_SPEC_BYTES} bytes; not a study spec")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError("", f"{path} is not UTF-8 text (byte {exc.start})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raise SpecError("", f"{path} is empty; expected a mapping with at least 'endpoints'")
+    if not isinstance(raw, dict):
+        raise SpecError("", f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw, hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- validation
+
+TOP_LEVEL = ("study", "data", "cohort", "endpoints", "statistics", "table", "sensitivity", "plugins")
+ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+def _section(cls: type, raw: dict, key: str) -> Any:
+    return build_params(cls, raw.get(key), key)
+
+
+def _parse_date(value: Any, path: str) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise SpecError(path, f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _cohort(raw: dict, plugins: Plugins, cutoff: dt.date | None) -> CohortSettings:
+    section = _section(CohortSection, raw, "cohort")
+    index = build_params(IndexSection, section.index, "cohort.index")
+    relapses = build_params(RelapseSection, section.relapses, "cohort.relapses")
+    criteria = []
+    if not isinstance(section.criteria, list):
+        raise SpecError("cohort.criteria", "expected a list of criteria")
+    for i, item in enumerate(section.criteria):
+        path = f"cohort.criteria[{i}]"
+        if not isinstance(item, dict):
+            raise SpecError(path, f"expected a mapping such as {{name: adults, where: \"age >= 18\"}}, got {item!r}")
+        kinds = [k for k in item if k != "name"]
+        if len(kinds) != 1:
+            raise SpecError(
+                path, f"expected exactly one criterion besides 'name'; registered criteria: {', '.join(sorted(plugins.criteria.items))}"
+            )
+        kind = kinds[0]
+        criterion = plugins.criteria.get(kind, f"{path}.{kind}")
+        value = criterion.validate(item[kind], f"{path}.{kind}")
+        name = item.get("name") or f"{kind}: {item[kind]}"
+        criteria.append(Criterion(name=str(name), kind=kind, value=value))
+    return CohortSettings(
+        index_treatment=index.treatment,
+        index_event=index.event,
+        criteria=tuple(criteria),
+        follow_up_end=section.follow_up_end,
+        grace_days=section.grace_days,
+        relapses=relapses,
+        cutoff=cutoff,
+    )
+
+
+def _endpoints(raw: dict, plugins: Plugins) -> tuple[EndpointSpec, ...]:
+    items = raw.get("endpoints")
+    if items is None:
+        raise SpecError("endpoints", "missing: list at least one endpoint, e.g. [{id: arr, plugin: arr_change}]")
+    if not isinstance(items, list) or not items:
+        raise SpecError("endpoints", "expected a non-empty list of endpoints")
+    out, seen = [], {}
+    for i, item in enumerate(items):
+        path = f"endpoints[{i}]"
+        if not isinstance(item, dict):
+            raise SpecError(path, f"expected a mapping {{id, plugin, params}}, got {item!r}")
+        for key in item:
+            if key not in ("id", "plugin", "params", "title"):
+                raise SpecError(f"{path}.{key}", f"unknown key{suggest(key, ['id', 'plugin', 'params', 'title'])}; valid keys: id, plugin, params, title")
+        plugin_name = item.get("plugin")
+        if not isinstance(plugin_name, str):
+            raise SpecError(f"{path}.plugin", "missing: name the endpoint plugin, e.g. arr_change")
+        endpoint = plugins.endpoints.get(plugin_name, f"{path}.plugin")
+        endpoint_id = item.get("id", plugin_name)
+        if not isinstance(endpoint_id, str) or not ID_PATTERN.match(endpoint_id):
+            raise SpecError(f"{path}.id", f"expected an identifier (letters, digits, _ or -), got {endpoint_id!r}")
+        if endpoint_id in seen:
+            raise SpecError(f"{path}.id", f"duplicate endpoint id '{endpoint_id}' (also endpoints[{seen[endpoint_id]}])")
+        seen[endpoint_id] = i
+        params = build_params(endpoint.Params, item.get("params"), f"{path}.params")
+        title = item.get("title") or endpoint.title or plugin_name
+        out.append(EndpointSpec(id=endpoint_id, plugin=plugin_name, params=params, title=str(title)))
+    return tuple(out)
+
+
+def _plugin_files(raw: dict, base: Path) -> tuple[Path, ...]:
+    items = raw.get("plugins") or []
+    if not isinstance(items, list):
+        raise SpecError("plugins", "expected a list of plugin files, e.g. [./my_endpoints.py]")
+    files = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.endswith(".py"):
+            raise SpecError(f"plugins[{i}]", f"expected a path to a .py file, got {item!r}")
+        files.append((base / item).resolve())
+    return tuple(files)
+
+
+def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: Plugins | None = None,
+             data_override: Path | None = None, variant: str = "primary") -> Spec:
+    """Validate a raw spec mapping completely and return the typed :class:`Spec`."""
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise SpecError(str(key), f"unknown top-level key{suggest(key, TOP_LEVEL)}; valid keys: {', '.join(TOP_LEVEL)}")
+    base = path.parent.resolve() if path else Path.cwd()
+    files = _plugin_files(raw, base)
+    if plugins is None:
+        plugins = get_plugin_manager(files=files)
+    study = _section(StudySection, raw, "study")
+    data = _section(DataSection, raw, "data")
+    if data.source not in plugins.sources:
+        plugins.sources.get(data.source, "data.source")
+    for table, mapping in data.columns.items():
+        from .data import TABLES
+
+        if table not in TABLES:
+            raise SpecError(f"data.columns.{table}", f"unknown table{suggest(table, TABLES)}; tables: {', '.join(TABLES)}")
+        for canonical in mapping:
+            if canonical not in TABLES[table].all_columns:
+                raise SpecError(
+                    f"data.columns.{table}.{canonical}",
+                    f"not a canonical column of {table}{suggest(canonical, TABLES[table].all_columns)}; "
+                    f"columns: {', '.join(TABLES[table].all_columns)}",
+                )
+    cutoff = _parse_date(data.cutoff, "data.cutoff")
+    data_path = data_override if data_override is not None else (base / data.path)
+    statistics = _section(StatisticsSection, raw, "statistics")
+    paired = build_params(PairedTestSection, statistics.paired_test, "statistics.paired_test")
+    table = _section(TableSection, raw, "table")
+    if table.format not in plugins.renderers:
+        plugins.renderers.get(table.format, "table.format")
+    cohort = _cohort(raw, plugins, cutoff)
+    endpoints = _endpoints(raw, plugins)
+    ids = {e.id for e in endpoints}
+    for i, item in enumerate(table.show):
+        if item.split(".")[0] not in ids:
+            raise SpecError(f"table.show[{i}]", f"unknown endpoint id '{item}'{suggest(item, ids)}; ids: {', '.join(sorted(ids))}")
+    return Spec(
+        path=path, raw=raw, sha256=sha256, study=study, data=data, data_path=data_path.resolve(),
+        cohort=cohort, endpoints=endpoints, statistics=statistics,
+        paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
+        plugin_files=files, variant=variant, plugins=plugins,
+    )
+
+
+def load_spec(path: str | Path, *, data: str | Path | None = None, plugins: Plugins | None = None) -> Spec:
+    """Read, validate and expand a spec file (with its sensitivity variants)."""
+    path = Path(path)
+    raw, sha = read_spec_file(path)
+    data_override = Path(data).resolve() if data is not None else None
+    base = path.parent.resolve()
+    if plugins is None:
+        plugins = get_plugin_manager(files=_plugin_files(raw, base))
+    primary = validate(raw, path=path, sha256=sha, plugins=plugins, data_override=data_override)
+    expanded = expand_variants(raw, primary)
+    variants = []
+    for i, (name, settings) in enumerate(expanded):
+        try:
+            variant = validate(_apply(raw, settings, name, i), path=path, sha256=sha, plugins=plugins,
+                               data_override=data_override, variant=name)
+        except SpecError as exc:
+            raise SpecError(f"sensitivity variant '{name}' (set {settings})", str(exc)) from None
+        variants.append(variant)
+    return dataclasses.replace(primary, variants=tuple(variants), variant_settings=dict(expanded))
+
+
+# --------------------------------------------------------------------------- sensitivity variants
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def expand_variants(raw: dict, primary: Spec) -> list[tuple[str, dict]]:
+    """``sensitivity`` as a list of (name, {dotted path: value}); grids are crossed."""
+    items = raw.get("sensitivity") or []
+    if not isinstance(items, list):
+        raise SpecError("sensitivity", "expected a list of variants, each {name, set} or {grid}")
+    out: list[tuple[str, dict]] = []
+    for i, item in enumerate(items):
+        path = f"sensitivity[{i}]"
+        if not isinstance(item, dict):
+            raise SpecError(path, f"expected a mapping {{name, set}} or {{grid}}, got {item!r}")
+        for key in item:
+            if key not in ("name", "set", "grid"):
+                raise SpecError(f"{path}.{key}", f"unknown key{suggest(key, ['name', 'set', 'grid'])}; valid keys: name, set, grid")
+        if ("set" in item) == ("grid" in item):
+            raise SpecError(path, "expected exactly one of 'set' (one variant) or 'grid' (crossed axes)")
+        if "set" in item:
+            settings = item["set"]
+            if not isinstance(settings, dict) or not settings:
+                raise SpecError(f"{path}.set", "expected a mapping of dotted paths to values, e.g. {arr.post_lag_days: 90}")
+            name = item.get("name") or ", ".join(f"{k}={_format_value(v)}" for k, v in settings.items())
+            out.append((str(name), dict(settings)))
+        else:
+            grid = item["grid"]
+            if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+                raise SpecError(f"{path}.grid", "expected a mapping of dotted paths to non-empty lists of values")
+            keys = list(grid)
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                settings = dict(zip(keys, combo))
+                label = ", ".join(f"{k}={_format_value(v)}" for k, v in settings.items())
+                prefix = f"{item['name']}: " if item.get("name") else ""
+                out.append((prefix + label, settings))
+    seen: dict[str, int] = {}
+    for i, (name, _) in enumerate(out):
+        if name == "primary" or name in seen:
+            raise SpecError(f"sensitivity[{i}].name", f"duplicate variant name '{name}'")
+        seen[name] = i
+    for i, (name, settings) in enumerate(out):
+        for key in settings:
+            _target(raw, key, f"sensitivity[{i}] ('{name}').set.{key}", primary)
+    return out
+
+
+def _target(raw: dict, dotted: str, where: str, primary: Spec | None = None) -> tuple[dict, str]:
+    """The mapping and key a dotted variant path points into, creating empty levels as needed."""
+    parts = str(dotted).split(".")
+    if len(parts) < 2 or not all(parts):
+        raise SpecError(where, f"expected a dotted path such as arr.post_lag_days or cohort.grace_days, got '{dotted}'")
+    head = parts[0]
+    if head in ("cohort", "statistics", "data", "table"):
+        node = raw.setdefault(head, {}) if isinstance(raw.get(head), dict) or head not in raw else raw[head]
+        for part in parts[1:-1]:
+            if not isinstance(node, dict):
+                raise SpecError(where, f"'{dotted}' does not lead to a setting")
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(where, f"'{dotted}' does not lead to a setting")
+        return node, parts[-1]
+    endpoints = raw.get("endpoints") or []
+    ids = [e.get("id", e.get("plugin")) for e in endpoints if isinstance(e, dict)]
+    if head not in ids:
+        raise SpecError(
+            where,
+            f"unknown endpoint id or section '{head}'{suggest(head, ids + ['cohort', 'statistics'])}; "
+            f"expected <endpoint id>.<param>, cohort.<...> or statistics.<...> (ids: {', '.join(ids)})",
+        )
+    if len(parts) != 2:
+        raise SpecError(where, f"expected <endpoint id>.<param>, got '{dotted}'")
+    endpoint = endpoints[ids.index(head)]
+    params = endpoint.setdefault("params", {})
+    if params is None:
+        params = endpoint["params"] = {}
+    return params, parts[1]
+
+
+def _apply(raw: dict, settings: dict, name: str, index: int) -> dict:
+    variant = copy.deepcopy(raw)
+    variant.pop("sensitivity", None)
+    for key, value in settings.items():
+        node, leaf = _target(variant, key, f"sensitivity[{index}] ('{name}').set.{key}")
+        node[leaf] = value
+    return variant

@@ -1,0 +1,228 @@
+"""Statistics used by the endpoints, each a thin, recorded wrapper around SciPy/numpy.
+
+Every helper returns a :class:`~endpointkit.endpoint.Row`, so endpoints report quantities the same
+way and the test settings and quantile method always travel with the number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .endpoint import Row
+
+QUANTILE_METHODS = (
+    "linear",
+    "weibull",
+    "averaged_inverted_cdf",
+    "inverted_cdf",
+    "closest_observation",
+    "interpolated_inverted_cdf",
+    "hazen",
+    "median_unbiased",
+    "normal_unbiased",
+    "lower",
+    "higher",
+    "midpoint",
+    "nearest",
+)
+
+
+@dataclass(frozen=True)
+class PairedTestSettings:
+    """``statistics.paired_test``: the scipy.stats.wilcoxon settings."""
+
+    zero_method: str = "wilcox"
+    method: str = "auto"
+    correction: bool = False
+
+
+def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    return array[~np.isnan(array)]
+
+
+def quartiles(values: Sequence[float] | np.ndarray, method: str = "linear") -> tuple[float, float, float]:
+    """(Q1, median, Q3) with numpy's quantile ``method`` (linear = R type 7, weibull = SPSS, ...)."""
+    array = _clean(values)
+    if array.size == 0:
+        return (np.nan, np.nan, np.nan)
+    q1, med, q3 = np.quantile(array, [0.25, 0.5, 0.75], method=method)
+    return float(q1), float(med), float(q3)
+
+
+def median_row(measure: str, values, method: str, *, summary: str = "median_iqr", label: str | None = None, unit: str = "") -> Row:
+    """Median [IQR] (or median (range), or mean (SD)) of the non-missing values."""
+    array = _clean(values)
+    n = int(array.size)
+    if summary == "mean_sd":
+        mean = float(array.mean()) if n else None
+        sd = float(array.std(ddof=1)) if n > 1 else None
+        return Row(measure=measure, stat="mean", n=n, estimate=mean, low=sd, high=None, interval="SD", label=label, unit=unit)
+    if n == 0:
+        return Row(measure=measure, stat="median", n=0, estimate=None, interval="IQR", label=label, unit=unit)
+    if summary == "median_range":
+        med = float(np.quantile(array, 0.5, method=method))
+        return Row(measure=measure, stat="median", n=n, estimate=med, low=float(array.min()), high=float(array.max()), interval="range", label=label, unit=unit)
+    q1, med, q3 = quartiles(array, method)
+    return Row(measure=measure, stat="median", n=n, estimate=med, low=q1, high=q3, interval="IQR", label=label, unit=unit)
+
+
+def proportion_row(measure: str, count: int, n: int, *, label: str | None = None) -> Row:
+    """count/n with the exact Clopper-Pearson 95% CI of ``binomtest(...).proportion_ci()``."""
+    count, n = int(count), int(n)
+    if n == 0:
+        return Row(measure=measure, stat="proportion", count=0, n=0, estimate=None, interval="95% CI", label=label)
+    ci = stats.binomtest(count, n).proportion_ci(confidence_level=0.95, method="exact")
+    return Row(
+        measure=measure, stat="proportion", count=count, n=n, estimate=count / n,
+        low=float(ci.low), high=float(ci.high), interval="95% CI", label=label,
+    )
+
+
+def count_row(measure: str, count: int, n: int, *, label: str | None = None) -> Row:
+    return Row(measure=measure, stat="count", n=int(n), estimate=float(count), label=label)
+
+
+def poisson_rate_row(measure: str, events: int, person_years: float, n: int, *, label: str | None = None, per: float = 1.0, unit: str = "") -> Row:
+    """Crude rate Σevents/ΣPY (times ``per``) with the exact Poisson 95% CI (chi-square limits)."""
+    if person_years <= 0:
+        return Row(measure=measure, stat="rate", n=n, count=events, estimate=None, interval="95% CI", label=label, unit=unit)
+    low = stats.chi2.ppf(0.025, 2 * events) / (2 * person_years) if events > 0 else 0.0
+    high = stats.chi2.ppf(0.975, 2 * events + 2) / (2 * person_years)
+    return Row(
+        measure=measure, stat="rate", n=int(n), count=int(events), estimate=per * events / person_years,
+        low=per * float(low), high=per * float(high), interval="95% CI", label=label, unit=unit,
+    )
+
+
+def resolve_wilcoxon_method(diff: np.ndarray, settings: PairedTestSettings) -> str:
+    """The method scipy's ``method='auto'`` picks (SciPy 1.17 rule), so the row can record it.
+
+    Exact when n <= 50 with no ties and no zeros; with ties or zeros, an exhaustive permutation for
+    n <= 13, otherwise asymptotic.
+    """
+    if settings.method != "auto":
+        return settings.method
+    n = diff.size
+    if n > 50:
+        return "asymptotic"
+    zeros = int((diff == 0).sum())
+    nonzero = np.abs(diff[diff != 0]) if settings.zero_method == "wilcox" else np.abs(diff)
+    ties = np.unique(nonzero).size < nonzero.size
+    if zeros == 0 and not ties:
+        return "exact"
+    return "permutation" if n <= 13 else "asymptotic"
+
+
+def paired_test_row(measure: str, pre, post, settings: PairedTestSettings, *, label: str | None = None) -> Row:
+    """Wilcoxon signed-rank on ``post - pre`` over complete pairs (scipy.stats.wilcoxon).
+
+    ``test`` records the settings, the method that actually ran, the pairs and the zero differences.
+    """
+    pre_a, post_a = np.asarray(pre, dtype=float), np.asarray(post, dtype=float)
+    keep = ~(np.isnan(pre_a) | np.isnan(post_a))
+    diff = post_a[keep] - pre_a[keep]
+    n, zeros = int(diff.size), int((diff == 0).sum())
+    nonzero_for_test = n - zeros if settings.zero_method == "wilcox" else n
+    if nonzero_for_test == 0 or (diff == 0).all():
+        return Row(
+            measure=measure, stat="test", n=n, estimate=None, p_value=None, label=label,
+            test=f"Wilcoxon signed-rank not computable: {n} pairs, {zeros} zero differences",
+        )
+    ran = resolve_wilcoxon_method(diff, settings)
+    method: object = ran
+    if ran == "permutation":
+        method = stats.PermutationMethod(n_resamples=9999, rng=np.random.default_rng(20200101))
+    result = stats.wilcoxon(diff, zero_method=settings.zero_method, correction=settings.correction, method=method)
+    test = (
+        f"Wilcoxon signed-rank (scipy.stats.wilcoxon: zero_method={settings.zero_method}, "
+        f"correction={str(settings.correction).lower()}, method={settings.method} -> {ran}); "
+        f"{n} pairs, {zeros} zero differences"
+    )
+    return Row(
+        measure=measure, stat="test", n=n, estimate=float(result.statistic),
+        p_value=float(result.pvalue), test=test, label=label,
+    )
+
+
+# --------------------------------------------------------------------------- Kaplan-Meier
+
+
+@dataclass(frozen=True)
+class KaplanMeier:
+    """A Kaplan-Meier fit from ``scipy.stats.ecdf`` on right-censored data, log-log 95% CI."""
+
+    times: np.ndarray
+    events: np.ndarray
+    sf_times: np.ndarray  # step points of S(t)
+    sf: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @classmethod
+    def fit(cls, times, events) -> KaplanMeier:
+        t = np.asarray(times, dtype=float)
+        e = np.asarray(events, dtype=bool)
+        if t.size == 0:
+            empty = np.array([])
+            return cls(t, e, empty, empty, empty, empty)
+        data = stats.CensoredData(uncensored=t[e], right=t[~e])
+        result = stats.ecdf(data).sf
+        ci = result.confidence_interval(confidence_level=0.95, method="log-log")
+        points = result.quantiles
+        with np.errstate(all="ignore"):
+            lower = ci.low.evaluate(points)
+            upper = ci.high.evaluate(points)
+        return cls(t, e, points, result.probabilities, np.asarray(lower, float), np.asarray(upper, float))
+
+    def _step(self, values: np.ndarray, t: float, before: float) -> float:
+        i = np.searchsorted(self.sf_times, t, side="right") - 1
+        return before if i < 0 else float(values[i])
+
+    def survival(self, t: float) -> tuple[float, float, float]:
+        """S(t) and its log-log 95% CI (1, nan, nan before the first event)."""
+        s = self._step(self.sf, t, 1.0)
+        low = self._step(self.lower, t, np.nan)
+        high = self._step(self.upper, t, np.nan)
+        if s == 1.0:
+            low = high = np.nan
+        return s, low, high
+
+    def at_risk(self, t: float) -> int:
+        return int((self.times >= t).sum())
+
+    def _first_time_at_or_below_half(self, curve: np.ndarray) -> float | None:
+        hits = np.nonzero(np.nan_to_num(curve, nan=1.0) <= 0.5)[0]
+        return float(self.sf_times[hits[0]]) if hits.size else None
+
+    def median(self) -> tuple[float | None, float | None, float | None]:
+        """Median and CI: first times at which S, the lower band and the upper band reach <= 0.5."""
+        if self.sf.size == 0:
+            return None, None, None
+        return (
+            self._first_time_at_or_below_half(self.sf),
+            self._first_time_at_or_below_half(self.lower),
+            self._first_time_at_or_below_half(self.upper),
+        )
+
+
+def km_landmark_row(measure: str, km: KaplanMeier, t: float, *, label: str | None = None) -> Row:
+    s, low, high = km.survival(t)
+    return Row(
+        measure=measure, stat="km", n=km.at_risk(t), estimate=s if km.times.size else None,
+        low=None if np.isnan(low) else low, high=None if np.isnan(high) else high, interval="95% CI",
+        label=label, test="Kaplan-Meier (scipy.stats.ecdf), log-log 95% CI; n = patients at risk",
+    )
+
+
+def km_median_row(measure: str, km: KaplanMeier, *, label: str | None = None, unit: str = "months") -> Row:
+    med, low, high = km.median()
+    return Row(
+        measure=measure, stat="km_median", n=int(km.times.size), count=int(km.events.sum()), estimate=med,
+        low=low, high=high, interval="95% CI", label=label, unit=unit,
+        test="Kaplan-Meier median: first time S(t) <= 0.5; CI from the log-log bands",
+    )

@@ -1,0 +1,171 @@
+"""``arr_change``: annualized relapse rate before vs after the index date."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from endpointkit import Duration, Endpoint, EndpointResult, Row, hookimpl, param
+from endpointkit.errors import SpecError
+from endpointkit.stats import median_row, paired_test_row, poisson_rate_row, proportion_row
+
+PreWindow = Literal["since_onset", "since_onset_excl_first", "last_12m", "last_24m", "since_prior_treatment"]
+LOOKBACK_DAYS = {"last_12m": Duration(12, "months").days, "last_24m": Duration(24, "months").days}
+
+
+@dataclass(frozen=True)
+class ArrParams:
+    pre_window: PreWindow | Duration = param("since_onset", "Pre-treatment window: since_onset, since_onset_excl_first, last_12m, last_24m, since_prior_treatment, or a duration such as '18 months'.")
+    prior_treatment: str | None = param(None, "Background treatment whose first start opens the pre window under since_prior_treatment.")
+    exclude_index_relapse_days: int = param(0, "Relapses fewer than this many days before index (index day included) are not counted.")
+    post_lag_days: int = param(0, "Days after index left out of the post window (numerator and person-time).")
+    min_pre_days: int = param(0, "Patients with a shorter pre window are excluded from this endpoint (counted).")
+    min_post_days: int = param(0, "Patients with a shorter post window are excluded from this endpoint (counted).")
+    summary: Literal["median_iqr", "mean_sd", "median_range", "crude"] = param("median_iqr", "Cohort summary of the per-patient ARRs; crude = sum of relapses / sum of person-years with exact Poisson CI.")
+    responder: Literal["reduced", "halved", "relapse_free"] = param("reduced", "Responder: post < pre, post <= pre/2, or no relapse after index.")
+
+    def check(self, path: str) -> None:
+        if self.pre_window == "since_prior_treatment" and not self.prior_treatment:
+            raise SpecError(f"{path}.prior_treatment", "required when pre_window is since_prior_treatment (e.g. azathioprine)")
+
+
+def window_starts(cohort, params: ArrParams, relapses: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Start of each patient's pre window and the reason a patient has none."""
+    patients = cohort.patients
+    onset = patients["onset_date"].fillna(patients["patient_id"].map(relapses.groupby("patient_id")["onset_date"].min()))
+    index = patients["index_date"]
+    window = params.pre_window
+    reason = pd.Series(pd.NA, index=patients.index, dtype="object")
+    if window in ("since_onset", "since_onset_excl_first"):
+        start = onset
+        reason[start.isna()] = "no onset date and no relapse to date the onset"
+    elif window == "since_prior_treatment":
+        treatments = cohort.table("treatments")
+        wanted = params.prior_treatment.strip().casefold()
+        prior = treatments[treatments["treatment"].astype(str).str.strip().str.casefold() == wanted]
+        start = patients["patient_id"].map(prior.groupby("patient_id")["start_date"].min()).astype("datetime64[ns]")
+        reason[start.isna()] = f"no {params.prior_treatment} start"
+        start = start.where(onset.isna() | (start >= onset), onset)
+    else:
+        days = LOOKBACK_DAYS[window] if isinstance(window, str) else window.days
+        start = index - pd.Timedelta(days=days)
+        start = start.where(onset.isna() | (start >= onset), onset)
+    return start, reason
+
+
+def compute_arr(cohort, params: ArrParams, year_days: float) -> pd.DataFrame:
+    """Per-patient windows, relapse counts and ARRs (vectorised)."""
+    patients = cohort.patients
+    relapses = cohort.table("relapses")[["patient_id", "onset_date"]]
+    start, reason = window_starts(cohort, params, relapses)
+    if params.pre_window == "since_onset_excl_first":
+        relapses = relapses[relapses.groupby("patient_id").cumcount() > 0]  # sorted by onset already
+    index = patients["index_date"]
+    post_start = index + pd.Timedelta(days=params.post_lag_days)
+    end = patients["followup_end"]
+    frame = pd.DataFrame({
+        "patient_id": patients["patient_id"], "pre_start": start, "pre_end": index,
+        "post_start": post_start, "post_end": end,
+    })
+    merged = relapses.merge(frame, on="patient_id", how="inner")
+    days_before = (merged["pre_end"] - merged["onset_date"]).dt.days
+    in_pre = (merged["onset_date"] >= merged["pre_start"]) & (merged["onset_date"] <= merged["pre_end"])
+    in_pre &= ~(days_before < params.exclude_index_relapse_days)
+    in_post = (merged["onset_date"] > merged["post_start"]) & (merged["onset_date"] <= merged["post_end"])
+    pre_counts = merged[in_pre].groupby("patient_id").size()
+    post_counts = merged[in_post].groupby("patient_id").size()
+    frame["pre_days"] = (frame["pre_end"] - frame["pre_start"]).dt.days
+    frame["post_days"] = (frame["post_end"] - frame["post_start"]).dt.days
+    frame["pre_relapses"] = frame["patient_id"].map(pre_counts).fillna(0).astype(int)
+    frame["post_relapses"] = frame["patient_id"].map(post_counts).fillna(0).astype(int)
+    reason = reason.copy()
+    short_pre = reason.isna() & ((frame["pre_days"] <= 0) | (frame["pre_days"] < params.min_pre_days))
+    reason[short_pre] = f"pre window of 0 days or shorter than min_pre_days ({params.min_pre_days})"
+    short_post = reason.isna() & ((frame["post_days"] <= 0) | (frame["post_days"] < params.min_post_days))
+    reason[short_post] = f"post window of 0 days or shorter than min_post_days ({params.min_post_days})"
+    frame["included"] = reason.isna()
+    frame["exclusion_reason"] = reason
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["pre_arr"] = (frame["pre_relapses"] / (frame["pre_days"] / year_days)).where(frame["included"])
+        frame["post_arr"] = (frame["post_relapses"] / (frame["post_days"] / year_days)).where(frame["included"])
+    return frame
+
+
+def rate_ratio_row(pre_events: int, pre_years: float, post_events: int, post_years: float, n: int) -> Row:
+    """Crude post/pre rate ratio; exact CI from the conditional binomial of post events among all."""
+    total = pre_events + post_events
+    if total == 0 or pre_events == 0 or pre_years <= 0 or post_years <= 0:
+        return Row(measure="rate_ratio", stat="rate_ratio", n=n, estimate=None, interval="95% CI", label="Rate ratio post/pre (crude)")
+    ci = stats.binomtest(post_events, total).proportion_ci(confidence_level=0.95, method="exact")
+    scale = pre_years / post_years
+
+    def to_ratio(p: float) -> float:
+        return float("inf") if p >= 1 else p / (1 - p) * scale
+
+    high = to_ratio(ci.high)
+    return Row(
+        measure="rate_ratio", stat="rate_ratio", n=n, estimate=(post_events / post_years) / (pre_events / pre_years),
+        low=to_ratio(ci.low), high=None if np.isinf(high) else high, interval="95% CI",
+        label="Rate ratio post/pre (crude)", test="exact conditional binomial CI (binomtest(k_post, k_pre + k_post).proportion_ci)",
+    )
+
+
+class ArrChange(Endpoint):
+    name = "arr_change"
+    title = "Annualized relapse rate"
+    description = "Per-patient ARR before vs after the index date, paired Wilcoxon test, responders."
+    requires = ("relapses",)
+    Params = ArrParams
+    headline = ("pre", "post", "paired_test", "responders")
+
+    def compute(self, cohort, params: ArrParams, ctx) -> EndpointResult:
+        frame = compute_arr(cohort, params, ctx.year_days)
+        used = frame[frame["included"]]
+        n = len(used)
+        if params.summary == "crude":
+            pre_years = used["pre_days"].sum() / ctx.year_days
+            post_years = used["post_days"].sum() / ctx.year_days
+            rows = [
+                poisson_rate_row("pre", int(used["pre_relapses"].sum()), pre_years, n, label="ARR before, crude (95% CI)"),
+                poisson_rate_row("post", int(used["post_relapses"].sum()), post_years, n, label="ARR after, crude (95% CI)"),
+            ]
+        else:
+            words = {"median_iqr": "median [IQR]", "mean_sd": "mean (SD)", "median_range": "median (range)"}[params.summary]
+            rows = [
+                median_row("pre", used["pre_arr"], ctx.quantile_method, summary=params.summary, label=f"ARR before, {words}"),
+                median_row("post", used["post_arr"], ctx.quantile_method, summary=params.summary, label=f"ARR after, {words}"),
+            ]
+        rows.append(paired_test_row("paired_test", used["pre_arr"], used["post_arr"], ctx.paired_test, label="ARR change, p"))
+        if params.responder == "reduced":
+            responders = used["post_arr"] < used["pre_arr"]
+            words = "post-index ARR below pre-index ARR"
+        elif params.responder == "halved":
+            responders = used["post_arr"] <= used["pre_arr"] / 2
+            words = "post-index ARR at most half the pre-index ARR"
+        else:
+            responders = used["post_relapses"] == 0
+            words = "no relapse after index"
+        frame["responder"] = responders.reindex(frame.index)
+        rows.append(proportion_row("responders", int(responders.sum()), n, label=f"Responders ({params.responder}), n (%)"))
+        if params.summary == "crude":
+            rows.append(rate_ratio_row(int(used["pre_relapses"].sum()), used["pre_days"].sum() / ctx.year_days,
+                                       int(used["post_relapses"].sum()), used["post_days"].sum() / ctx.year_days, n))
+        window = params.pre_window if isinstance(params.pre_window, str) else f"last {params.pre_window}"
+        if params.pre_window == "since_prior_treatment":
+            window = f"since the first start of {params.prior_treatment}"
+        notes = [
+            f"ARR = relapses / (days / {ctx.year_days:g}) per patient; pre window {window}, [start, index] "
+            f"(a relapse on the index day is pre){'; relapses fewer than %d days before index not counted' % params.exclude_index_relapse_days if params.exclude_index_relapse_days else ''}; "
+            f"post window (index + {params.post_lag_days} days, follow-up end]. Responder: {words}."
+        ]
+        excluded = {r: frame.loc[frame["exclusion_reason"] == r, "patient_id"].tolist() for r in frame["exclusion_reason"].dropna().unique()}
+        return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
+
+
+@hookimpl
+def register_endpoints():
+    return [ArrChange]
