@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -177,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: say so plainly; the traceback only on request
+        if os.environ.get("ENDPOINTKIT_DEBUG"):
+            raise
+        print(f"endpointkit: internal error: {type(exc).__name__}: {exc}\n"
+              "(set ENDPOINTKIT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

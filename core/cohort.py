@@ -68,6 +68,11 @@ class Cohort:
         return self.table(name).merge(self.patients[["patient_id", *columns]], on="patient_id", how="inner")
 
 
+def _lookup(ids: pd.Series, values: pd.Series) -> pd.Series:
+    """``values`` (indexed by patient id) aligned to ``ids``; empty lookups keep their dtype."""
+    return pd.Series(values.reindex(ids.to_numpy()).to_numpy(), index=ids.index, dtype=values.dtype)
+
+
 def _days(later: pd.Series, earlier: pd.Series) -> pd.Series:
     return (later - earlier).dt.days
 
@@ -163,12 +168,12 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     first_admin = index_admins.groupby("patient_id")["date"].min()
 
     pid = patients["patient_id"]
-    patients["index_date"] = pid.map(first["start_date"]).fillna(pid.map(first_admin)).astype("datetime64[ns]")
-    patients["index_end_date"] = pid.map(first["end_date"]).astype("datetime64[ns]")
-    patients["index_stop_reason"] = pid.map(first["stop_reason"])
+    patients["index_date"] = _lookup(pid, first["start_date"]).fillna(_lookup(pid, first_admin)).astype("datetime64[ns]")
+    patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
+    patients["index_stop_reason"] = _lookup(pid, first["stop_reason"])
 
     # last follow-up: missing -> latest date recorded anywhere (reported)
-    latest = pid.map(_latest_record_date(tables, patients))
+    latest = _lookup(pid, _latest_record_date(tables, patients)).astype("datetime64[ns]")
     missing_fu = patients["last_followup_date"].isna() & latest.notna()
     quality.add("patients", patients[missing_fu], "last_followup_date missing; replaced by the latest date recorded for the patient", "replaced")
     last_followup = patients["last_followup_date"].fillna(latest)
@@ -179,7 +184,7 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     # treatment end: end_date, else last administration + grace (capped at last follow-up), else last follow-up
     on_course = index_admins.merge(patients[["patient_id", "index_date"]], on="patient_id")
     on_course = on_course[on_course["date"] >= on_course["index_date"]]
-    last_admin = pid.map(on_course.groupby("patient_id")["date"].max())
+    last_admin = _lookup(pid, on_course.groupby("patient_id")["date"].max()).astype("datetime64[ns]")
     by_admin = (last_admin + pd.Timedelta(days=settings.grace_days)).where(
         last_followup.isna() | (last_admin + pd.Timedelta(days=settings.grace_days) <= last_followup), last_followup
     )

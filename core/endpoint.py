@@ -96,5 +96,10 @@ class Endpoint:
         raise NotImplementedError
 
     @classmethod
+    def headline_for(cls, params: Any) -> tuple[str, ...]:
+        """Headline measures under these params (override when they depend on params)."""
+        return cls.headline
+
+    @classmethod
     def param_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls.Params)]

@@ -17,7 +17,7 @@ import pandas as pd
 from .cohort import Cohort, build_cohort
 from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
-from .errors import UsageError
+from .errors import EndpointkitError, SpecError, UsageError
 from .manager import Plugins
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
@@ -52,13 +52,16 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
     )
     frames, per_patient, labels, notes, failures = [], {}, {}, {}, []
     quality = [cohort.quality]
-    for endpoint_spec in spec.endpoints:
+    for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
             continue
         endpoint_cls = plugins.endpoints.items[endpoint_spec.plugin]
         try:
             result = endpoint_cls().compute(cohort, endpoint_spec.params, ctx)
             problem = _check_result(result)
+        except EndpointkitError as exc:  # a user's mistake found while computing: exit 2
+            where = getattr(exc, "path", "") or ""
+            raise SpecError(f"endpoints[{position}]" + (f".{where}" if where else ""), getattr(exc, "message", str(exc))) from None
         except Exception as exc:  # a plugin's bug must not take the other endpoints down
             problem = f"{type(exc).__name__}: {exc}"
             detail = traceback.format_exc(limit=-3)

@@ -27,6 +27,11 @@ DEFAULT_PLUGINS = (
     "endpointkit.plugins.criteria",
     "endpointkit.plugins.characteristics",
     "endpointkit.plugins.arr_change",
+    "endpointkit.plugins.relapse_free",
+    "endpointkit.plugins.edss_progression",
+    "endpointkit.plugins.titer_reduction",
+    "endpointkit.plugins.discontinuation",
+    "endpointkit.plugins.safety",
 )
 
 KINDS = {
@@ -89,7 +94,7 @@ class Plugins:
     def versions(self) -> dict[str, str]:
         """Provider -> version (distribution version for entry points, file hash for files)."""
         out = {}
-        for name, plugin in self.pm.list_name_plugin():
+        for name, _plugin in self.pm.list_name_plugin():
             if name.startswith("file:"):
                 out[name] = "sha256:" + _file_sha(Path(name[5:]))[:12]
             elif name.startswith("endpointkit.plugins."):

@@ -9,6 +9,7 @@ without pydantic).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import types
 import typing
@@ -66,6 +67,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(inner)}"
     if tp is Duration:
         return "a duration such as '18 months'"
+    if tp is dt.date:
+        return "a date YYYY-MM-DD"
     if tp is type(None):
         return "null"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
@@ -127,6 +130,19 @@ def coerce(value: Any, tp: Any, path: str, field: dataclasses.Field | None = Non
         if parsed is None or parsed.days <= 0:
             raise SpecError(path, f"expected a positive duration such as '18 months', got {value!r}")
         return parsed
+    if tp is dt.date:
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise SpecError(path, f"expected a date YYYY-MM-DD, got {value!r}") from None
+    if tp in (dict, list):
+        if isinstance(value, tp):
+            return value
+        raise SpecError(path, f"expected a {'mapping' if tp is dict else 'list'}, got {value!r}")
     if tp is Any:
         return value
     raise TypeError(f"unsupported parameter type {tp!r} at {path}")
@@ -190,7 +206,7 @@ def describe_params(params_cls: type) -> list[dict[str, Any]]:
 
 def to_plain(value: Any) -> Any:
     """JSON/YAML-friendly form of a parameter value (durations as their text)."""
-    if isinstance(value, Duration):
+    if isinstance(value, Duration | dt.date):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: to_plain(v) for k, v in dataclasses.asdict(value).items()}

@@ -12,7 +12,7 @@ from .manager import Plugins
 from .results import VariantResult
 
 if TYPE_CHECKING:
-    from .run import Results
+    pass
 
 QUANTILE_NAMES = {
     "linear": "R type 7, pandas/numpy default",

@@ -67,7 +67,7 @@ class Results:
         return render_table(chosen, self.plugins, format or chosen.spec.table.format)
 
     def side_by_side(self, format: str | None = None) -> str:
-        from .render import render_side_by_side
+        from .sensitivity import render_side_by_side
 
         return render_side_by_side(self, format or self.spec.table.format)
 

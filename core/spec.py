@@ -41,7 +41,7 @@ class StudySection:
 class DataSection:
     source: str = param("csv", "Registered data source that reads the tables (see `endpointkit plugins`).")
     path: str = param(".", "Folder (or file) holding the tables, relative to the spec file.")
-    cutoff: str | None = param(None, "Data cut-off date (YYYY-MM-DD): later records are reported and not used.")
+    cutoff: dt.date | None = param(None, "Data cut-off date (YYYY-MM-DD): later records are reported and not used.")
     columns: dict[str, dict[str, str]] = param({}, "Per table, canonical column -> your column name.")
 
 
@@ -347,7 +347,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
                     f"not a canonical column of {table}{suggest(canonical, TABLES[table].all_columns)}; "
                     f"columns: {', '.join(TABLES[table].all_columns)}",
                 )
-    cutoff = _parse_date(data.cutoff, "data.cutoff")
+    cutoff = data.cutoff
     data_path = data_override if data_override is not None else (base / data.path)
     statistics = _section(StatisticsSection, raw, "statistics")
     paired = build_params(PairedTestSection, statistics.paired_test, "statistics.paired_test")

@@ -157,9 +157,11 @@ class ArrChange(Endpoint):
         window = params.pre_window if isinstance(params.pre_window, str) else f"last {params.pre_window}"
         if params.pre_window == "since_prior_treatment":
             window = f"since the first start of {params.prior_treatment}"
+        skipped = params.exclude_index_relapse_days
+        skip_text = f"; relapses fewer than {skipped} days before index not counted" if skipped else ""
         notes = [
             f"ARR = relapses / (days / {ctx.year_days:g}) per patient; pre window {window}, [start, index] "
-            f"(a relapse on the index day is pre){'; relapses fewer than %d days before index not counted' % params.exclude_index_relapse_days if params.exclude_index_relapse_days else ''}; "
+            f"(a relapse on the index day is pre){skip_text}; "
             f"post window (index + {params.post_lag_days} days, follow-up end]. Responder: {words}."
         ]
         excluded = {r: frame.loc[frame["exclusion_reason"] == r, "patient_id"].tolist() for r in frame["exclusion_reason"].dropna().unique()}

@@ -1,0 +1,754 @@
+"""A seeded synthetic patient registry in the canonical tables, with the truth written beside it.
+
+``endpointkit simulate --patients N [--seed S] -o DIR [--set name=value ...]`` writes
+``patients.csv``, ``treatments.csv``, ``administrations.csv``, ``relapses.csv``, ``edss.csv``,
+``titers.csv``, ``adverse_events.csv`` and ``truth.json`` (every parameter, the seed and the true
+values an analysis should recover). From Python: :func:`simulate` (the tables),
+:func:`simulate_registry` (tables, truth and the hidden per-patient truth) and
+:func:`write_registry`.
+
+The model (all times are whole days; a year is 365.25 days, as in the endpoints):
+
+* Each patient has an onset date (the onset attack is a row in ``relapses``), a background
+  treatment (azathioprine) started between onset and index, and the index treatment (IVIG)
+  started at the index date, ``disease_years_min`` + Exponential years after onset.
+* Relapses: a gamma frailty ``f ~ Gamma(frailty_shape, mean 1)`` per patient multiplies every rate
+  of that patient, so the rate ratio ``post_rate / pre_rate`` holds within every patient. Relapses
+  are Poisson processes: ``pre_rate * f`` in the pre window ``(onset, index]``, ``post_rate * f``
+  in the post window ``(index, treatment end]``, ``off_rate * f`` after a stop ``(end, last
+  follow-up]``. The onset attack is not part of the pre-window process: ``since_onset`` counts it,
+  ``since_onset_excl_first`` recovers ``pre_rate``.
+* Choice (stated in truth.json): events of a Poisson process may fall fewer than 30 days apart; the
+  cohort's 30-day merge then counts them as one, so an analysis with merging sees a few per cent
+  fewer relapses than the process generated (``realized.relapses_within_30_days``).
+* Treatment persistence: time to stop ~ Exponential(``stop_rate`` per year), independent of
+  relapses and frailty; a stop before last follow-up gets an ``end_date`` and a reason (relapse /
+  adverse event / patient choice / other, drawn independently of the relapse history); the rest are
+  ongoing (blank ``end_date``) with administrations every 4-8 weeks up to last follow-up, so the
+  cohort's grace rule (last administration + 90 days, capped at last follow-up) ends an ongoing
+  course at last follow-up, as the truth does.
+* Realistic mess: extra relapse rows 0-29 days after a true relapse (``duplicate_fraction``), rows
+  flagged ``pseudo`` (``pseudo_fraction``), blank ``last_followup_date`` (``missing_followup_fraction``),
+  titers in mixed formats (``1:480``, ``480``, ``negative``, ``neg``, ``<1:10``), a few blank doses.
+
+Everything is vectorised numpy (counts by ``rng.poisson``, expanded with ``np.repeat``); the same
+seed and parameters give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import UsageError, suggest
+from .params import param
+
+YEAR = 365.25
+TABLE_NAMES = ("patients", "treatments", "administrations", "relapses", "edss", "titers", "adverse_events")
+STOP_REASONS = ("relapse", "adverse event", "patient choice", "other")
+RELAPSE_KINDS = ("onset", "pre", "post", "off", "duplicate", "pseudo")  # sort order on a tie
+
+
+# --------------------------------------------------------------------------- true parameters
+
+
+@dataclass(frozen=True)
+class TrueParameters:
+    """The known truth of a simulated registry; every field can be set with ``--set name=value``."""
+
+    pre_rate: float = param(1.0, "Relapses per patient-year before index (onset, index], for a patient of frailty 1.", kind="rate")
+    post_rate: float = param(0.3, "Relapses per patient-year on the index treatment (index, treatment end].", kind="rate")
+    off_rate: float | None = param(None, "Relapses per patient-year after a stop (end, last follow-up]; blank/none = pre_rate.", kind="optional_rate")
+    frailty_shape: float = param(2.0, "Shape k of the gamma frailty (mean 1, variance 1/k); inf = no between-patient variation.", kind="positive")
+    onset_relapse: bool = param(True, "Write the onset attack as a relapse row at onset_date.", kind="bool")
+    disease_years_mean: float = param(4.0, "Mean years from onset to index (minimum + exponential).", kind="positive")
+    disease_years_min: float = param(0.5, "Minimum years from onset to index.", kind="positive")
+    followup_years_mean: float = param(4.0, "Mean potential years from index to last follow-up (minimum + exponential, cut at extract_date).", kind="positive")
+    followup_years_min: float = param(0.25, "Minimum potential years from index to last follow-up.", kind="positive")
+    stop_rate: float = param(0.15, "Hazard of stopping the index treatment, per year (exponential time to stop).", kind="rate")
+    stop_relapse: float = param(0.5, "Probability that a stop is for 'relapse'.", kind="probability")
+    stop_adverse_event: float = param(0.15, "Probability that a stop is for 'adverse event'.", kind="probability")
+    stop_patient_choice: float = param(0.2, "Probability that a stop is for 'patient choice' (the rest: 'other').", kind="probability")
+    admin_weeks_min: float = param(4.0, "Shortest interval between administrations, weeks.", kind="positive")
+    admin_weeks_max: float = param(8.0, "Longest interval between administrations, weeks (at most 12, below the 90-day grace).", kind="positive")
+    edss_onset_mean: float = param(2.5, "Mean EDSS after the onset attack (rounded to the EDSS grid).", kind="nonnegative")
+    edss_onset_sd: float = param(1.0, "SD of the EDSS after the onset attack.", kind="nonnegative")
+    edss_steps_per_relapse: float = param(1.0, "Mean residual EDSS worsening per relapse, in grid steps (Poisson; a step is 0.5, or 0 -> 1.0).", kind="nonnegative")
+    edss_improve_prob: float = param(0.25, "Probability that a patient improves by 1-2 grid steps from 6 months after index.", kind="probability")
+    antibody_positive: float = param(0.92, "Proportion of patients with antibody_status positive.", kind="probability")
+    titer_median: float = param(480.0, "Median reciprocal titer before treatment (positive patients; log2-normal).", kind="positive")
+    titer_log2_sd: float = param(1.5, "Between-patient SD of the log2 titer before treatment.", kind="nonnegative")
+    titer_log2_drop: float = param(2.0, "Mean fall of the log2 titer on treatment (2 = a quarter: 1:480 -> 1:120).", kind="real")
+    titer_drop_sd: float = param(1.5, "Between-patient SD of that fall.", kind="nonnegative")
+    titer_drop_months: float = param(12.0, "Months after index over which the fall is reached (linearly).", kind="positive")
+    female: float = param(0.85, "Proportion of women.", kind="probability")
+    onset_age_mean: float = param(40.0, "Mean age at onset, years.", kind="positive")
+    onset_age_sd: float = param(13.0, "SD of the age at onset, years (cut to 10-80).", kind="nonnegative")
+    ae_rate: float = param(0.5, "Adverse events per patient-year on the index treatment.", kind="rate")
+    background_ae_rate: float = param(0.1, "Adverse events per patient-year on the background treatment before index.", kind="rate")
+    duplicate_fraction: float = param(0.03, "Probability that a relapse gets an extra row 0-29 days later (to be merged).", kind="probability")
+    pseudo_fraction: float = param(0.03, "Extra rows flagged pseudo=true, per true relapse row.", kind="probability")
+    missing_followup_fraction: float = param(0.01, "Proportion of patients with a blank last_followup_date.", kind="probability")
+    index_first: str = param("2008-01-01", "Earliest index date (YYYY-MM-DD).", kind="date")
+    extract_date: str = param("2019-12-31", "Data extract date: last follow-up is at most this (YYYY-MM-DD).", kind="date")
+    index_treatment: str = param("IVIG", "Name of the index treatment.", kind="name")
+    background_treatment: str = param("azathioprine", "Name of the background treatment started before index.", kind="name")
+
+    @property
+    def resolved_off_rate(self) -> float:
+        return self.pre_rate if self.off_rate is None else self.off_rate
+
+    @property
+    def stop_other(self) -> float:
+        return max(0.0, 1.0 - self.stop_relapse - self.stop_adverse_event - self.stop_patient_choice)
+
+
+PARAMETER_NAMES = tuple(f.name for f in dataclasses.fields(TrueParameters))
+
+_EXPECTED = {
+    "rate": "a number >= 0",
+    "optional_rate": "a number >= 0 or none",
+    "positive": "a number > 0",
+    "nonnegative": "a number >= 0",
+    "real": "a number",
+    "probability": "a number between 0 and 1",
+    "bool": "true or false",
+    "date": "a date YYYY-MM-DD",
+    "name": "a non-empty name",
+}
+
+
+def _option(name: str, value: Any) -> str:
+    return f"--set {name}={value}"
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    """One parameter value from text (the command line) or a Python value; None when invalid."""
+    text = str(value).strip()
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if kind == "date":
+        try:
+            return pd.Timestamp(np.datetime64(text, "D")).strftime("%Y-%m-%d") if len(text) == 10 else None
+        except ValueError:
+            return None
+    if kind == "name":
+        return text or None
+    if kind == "optional_rate" and (value is None or text.lower() in ("", "none", "null")):
+        return "none"
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if math.isnan(number):
+        return None
+    ok = {
+        "rate": number >= 0 and math.isfinite(number),
+        "optional_rate": number >= 0 and math.isfinite(number),
+        "positive": number > 0,
+        "nonnegative": number >= 0 and math.isfinite(number),
+        "real": math.isfinite(number),
+        "probability": 0 <= number <= 1,
+    }[kind]
+    if not ok or (number == math.inf and name != "frailty_shape"):
+        return None
+    return number
+
+
+def make_parameters(values: Mapping[str, Any] | None = None) -> TrueParameters:
+    """TrueParameters from ``{name: value}`` (text or Python values), validated.
+
+    Raises :class:`UsageError` naming the ``--set`` option, with the valid names for a typo.
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrueParameters)}
+    chosen: dict[str, Any] = {}
+    for name, value in (values or {}).items():
+        if name not in fields:
+            raise UsageError(
+                f"{_option(name, value)}: unknown parameter '{name}'{suggest(name, fields)}; "
+                f"valid names: {', '.join(PARAMETER_NAMES)}"
+            )
+        kind = fields[name].metadata["kind"]
+        coerced = _coerce(name, kind, value)
+        if coerced is None:
+            raise UsageError(f"{_option(name, value)}: expected {_EXPECTED[kind]}")
+        chosen[name] = None if coerced == "none" else coerced
+    params = TrueParameters(**chosen)
+    _check_together(params)
+    return params
+
+
+def _check_together(p: TrueParameters) -> None:
+    def fail(names: str, message: str) -> None:
+        raise UsageError(f"--set {names}: {message}")
+
+    if p.stop_relapse + p.stop_adverse_event + p.stop_patient_choice > 1 + 1e-12:
+        fail("stop_relapse/stop_adverse_event/stop_patient_choice", "the stop-reason probabilities add up to more than 1")
+    if p.disease_years_mean <= p.disease_years_min:
+        fail("disease_years_mean", f"expected more than disease_years_min ({p.disease_years_min:g})")
+    if p.followup_years_mean <= p.followup_years_min:
+        fail("followup_years_mean", f"expected more than followup_years_min ({p.followup_years_min:g})")
+    if not 0 < p.admin_weeks_min <= p.admin_weeks_max <= 12:
+        fail("admin_weeks_min/admin_weeks_max", "expected 0 < admin_weeks_min <= admin_weeks_max <= 12 (below the 90-day grace)")
+    if _day(p.extract_date) - 180 < _day(p.index_first):
+        fail("index_first", f"expected at least 180 days before extract_date ({p.extract_date})")
+
+
+def parse_settings(items: list[str]) -> TrueParameters:
+    """TrueParameters from the command line's ``--set name=value`` items."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set {item}: expected NAME=VALUE, e.g. post_rate=0.3; valid names: {', '.join(PARAMETER_NAMES)}")
+        values[name.strip()] = value.strip()
+    return make_parameters(values)
+
+
+def _resolve(params: TrueParameters | Mapping[str, Any] | None) -> TrueParameters:
+    if isinstance(params, TrueParameters):
+        _check_together(params)
+        return params
+    return make_parameters(params)
+
+
+# --------------------------------------------------------------------------- vectorised helpers
+
+
+def _day(iso: str) -> int:
+    return int(np.datetime64(iso, "D").astype(np.int64))
+
+
+def _iso(days: np.ndarray) -> np.ndarray:
+    """Whole days since 1970-01-01 -> 'YYYY-MM-DD' (object array; through a lookup of the days spanned)."""
+    days = np.asarray(days, dtype=np.int64)
+    if days.size == 0:
+        return np.empty(0, dtype=object)
+    first = int(days.min())
+    span = np.arange(first, int(days.max()) + 1).astype("datetime64[D]")
+    return np.datetime_as_string(span, unit="D").astype(object)[days - first]
+
+
+def _iso_or_blank(days: np.ndarray, present: np.ndarray) -> np.ndarray:
+    text = _iso(np.where(present, days, 0))
+    text[~present] = None
+    return text
+
+
+def _events(rng: np.random.Generator, counts: np.ndarray, start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event days of Poisson counts placed uniformly in each window (start, start + length]."""
+    who = np.repeat(np.arange(counts.size), counts)
+    day = start[who] + np.floor(rng.random(who.size) * length[who]).astype(np.int64) + 1
+    return who, day
+
+
+def _recurring(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, lo: int | np.ndarray, hi: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Visits from ``start`` every lo..hi days (inclusive; per patient or one for all) up to ``end``."""
+    span = end - start
+    slots = np.where(span >= 0, span // lo + 1, 0)
+    who = np.repeat(np.arange(start.size), slots)
+    if np.ndim(lo) == 0:
+        gaps = rng.integers(lo, hi + 1, who.size)
+    else:
+        gaps = rng.integers(lo[who], hi[who] + 1)
+    present = slots > 0
+    first = (np.cumsum(slots) - slots)[present]
+    gaps[first] = 0
+    total = np.cumsum(gaps)
+    day = start[who] + total - np.repeat(total[first], slots[present])
+    keep = day <= end[who]
+    return who[keep], day[keep]
+
+
+def _pick(choices: tuple[str, ...], code: np.ndarray) -> np.ndarray:
+    """Text by code (object array, as pandas keeps it): ``_pick(("false", "true"), flags)``."""
+    return np.array(choices, dtype=object)[np.asarray(code, dtype=np.int64)]
+
+
+def _order(*keys: np.ndarray) -> np.ndarray:
+    """Stable sort order by several non-negative integer keys, the first most significant."""
+    combined = np.zeros(keys[0].size, dtype=np.int64)
+    for key in keys:
+        key = np.asarray(key, dtype=np.int64)
+        low = int(key.min()) if key.size else 0
+        width = (int(key.max()) - low + 1) if key.size else 1
+        combined = combined * width + (key - low)
+    return np.argsort(combined, kind="stable")
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+@dataclass
+class Simulation:
+    """A simulated registry: the canonical tables (CSV text), the truth and the hidden per-patient truth.
+
+    ``relapse_kind`` is aligned with ``tables['relapses']``: onset, pre, post, off (the true
+    relapses), duplicate or pseudo (the extra rows).
+    """
+
+    tables: dict[str, pd.DataFrame]
+    truth: dict
+    patients: pd.DataFrame
+    relapse_kind: np.ndarray
+
+
+def simulate(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """The canonical tables of a synthetic registry (values as they appear in the CSV files)."""
+    return simulate_registry(n_patients, seed, params).tables
+
+
+def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None) -> Simulation:
+    """Tables, truth and per-patient truth of a synthetic registry (see the module docstring)."""
+    if int(n_patients) < 1:
+        raise UsageError(f"--patients: expected a number of patients >= 1, got {n_patients}")
+    if int(seed) < 0:
+        raise UsageError(f"--seed: expected a whole number >= 0, got {seed}")
+    p = _resolve(params)
+    n = int(n_patients)
+    rng = np.random.default_rng(int(seed))
+    every = np.arange(n)
+
+    # ---- patients and their time line
+    extract, first_index = _day(p.extract_date), _day(p.index_first)
+    index = rng.integers(first_index, extract - 180 + 1, n)
+    pre_days = np.maximum(1, np.round((p.disease_years_min + rng.exponential(p.disease_years_mean - p.disease_years_min, n)) * YEAR)).astype(np.int64)
+    onset = index - pre_days
+    onset_age = np.clip(rng.normal(p.onset_age_mean, p.onset_age_sd, n), 10, 80)
+    birth = onset - np.round(onset_age * YEAR).astype(np.int64)
+    potential = np.round((p.followup_years_min + rng.exponential(p.followup_years_mean - p.followup_years_min, n)) * YEAR).astype(np.int64)
+    last_fu = np.minimum(index + np.maximum(potential, 1), extract)
+    if p.stop_rate > 0:
+        stop_after = np.maximum(1, np.ceil(rng.exponential(YEAR / p.stop_rate, n))).astype(np.int64)
+    else:
+        stop_after = np.full(n, np.iinfo(np.int64).max // 4)
+    stopped = index + stop_after < last_fu
+    end = np.where(stopped, index + stop_after, last_fu)
+    reason_code = rng.choice(len(STOP_REASONS), size=n, p=_probabilities(p))
+    if math.isinf(p.frailty_shape):
+        frailty = np.ones(n)
+    else:
+        frailty = rng.gamma(p.frailty_shape, 1.0 / p.frailty_shape, n)
+    post_days, off_days = end - index, last_fu - end
+    background_start = onset + np.floor(pre_days * rng.uniform(0.1, 0.8, n)).astype(np.int64)
+    female = rng.random(n) < p.female
+    positive = rng.random(n) < p.antibody_positive
+    group = rng.choice(np.array(["A", "B", "C", "D"], dtype=object), size=n, p=[0.4, 0.3, 0.2, 0.1])
+    missing_fu = rng.random(n) < p.missing_followup_fraction
+
+    width = max(5, len(str(n)))
+    pid = np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), width)).astype(object)
+
+    # ---- relapses: onset attack + Poisson processes in three windows, same frailty
+    off_rate = p.resolved_off_rate
+    parts = []  # (who, day, kind)
+    if p.onset_relapse:
+        parts.append((every, onset.copy(), 0))
+    for kind, rate, start, length in ((1, p.pre_rate, onset, pre_days), (2, p.post_rate, index, post_days), (3, off_rate, end, off_days)):
+        counts = rng.poisson(rate * frailty * length / YEAR)
+        who, day = _events(rng, counts, start, length)
+        parts.append((who, day, kind))
+    true_who = np.concatenate([w for w, _, _ in parts])
+    true_day = np.concatenate([d for _, d, _ in parts])
+    true_kind = np.concatenate([np.full(w.size, k, dtype=np.int8) for w, _, k in parts])
+    true_confirmed = rng.random(true_who.size) < 0.9
+    true_severity = rng.choice(3, size=true_who.size, p=[0.3, 0.5, 0.2])
+
+    dup = rng.random(true_who.size) < p.duplicate_fraction
+    dup_who = true_who[dup]
+    dup_day = np.minimum(true_day[dup] + rng.integers(0, 30, dup_who.size), last_fu[dup_who])
+    pseudo_src = rng.random(true_who.size) < p.pseudo_fraction
+    pseudo_who = true_who[pseudo_src]
+    observed = last_fu[pseudo_who] - onset[pseudo_who]
+    pseudo_day = onset[pseudo_who] + np.floor(rng.random(pseudo_who.size) * (observed + 1)).astype(np.int64)
+
+    r_who = np.concatenate([true_who, dup_who, pseudo_who])
+    r_day = np.concatenate([true_day, dup_day, pseudo_day])
+    r_kind = np.concatenate([true_kind, np.full(dup_who.size, 4, np.int8), np.full(pseudo_who.size, 5, np.int8)])
+    r_conf = np.concatenate([true_confirmed, true_confirmed[dup], np.zeros(pseudo_who.size, bool)])
+    r_sev = np.concatenate([true_severity, true_severity[dup], np.zeros(pseudo_who.size, np.int64)])
+    order = _order(r_who, r_day, r_kind)
+    r_who, r_day, r_kind, r_conf, r_sev = (a[order] for a in (r_who, r_day, r_kind, r_conf, r_sev))
+    relapses = pd.DataFrame({
+        "patient_id": pid[r_who],
+        "onset_date": _iso(r_day),
+        "confirmed": _pick(("false", "true"), r_conf),
+        "severity": np.array(["mild", "moderate", "severe"], dtype=object)[r_sev],
+        "pseudo": _pick(("false", "true"), r_kind == 5),
+    })
+
+    # ---- EDSS: baseline after onset, residual steps at true relapses (not the onset attack)
+    grid = np.array([0.0] + [x / 2 for x in range(2, 21)])
+    onset_score = np.clip(rng.normal(p.edss_onset_mean, p.edss_onset_sd, n), 0, 10)
+    base_step = np.clip(np.round(2 * onset_score - 1), 0, 19).astype(np.int64)
+    improver = rng.random(n) < p.edss_improve_prob
+    improvement = rng.integers(1, 3, n) * improver
+    later = true_kind > 0
+    step_who, step_day = true_who[later], true_day[later]
+    steps = rng.poisson(p.edss_steps_per_relapse, step_who.size)
+    v_onset = onset + rng.integers(7, 61, n)
+    s_who, s_day = _recurring(rng, onset + rng.integers(300, 431, n), last_fu, 300, 430)
+    at_index = rng.random(n) < 0.9
+    i_who = every[at_index]
+    i_day = index[at_index] - rng.integers(0, 61, i_who.size)
+    seen = rng.random(step_who.size) < 0.7
+    a_who, a_day = step_who[seen], step_day[seen] + rng.integers(3, 22, int(seen.sum()))
+    calm = np.concatenate([every, s_who, i_who])
+    calm_day = np.concatenate([v_onset, s_day, i_day])
+    noise = rng.choice(np.array([-1, 0, 1]), size=calm.size, p=[0.1, 0.8, 0.1])
+    acute = 1 + rng.poisson(1.0, a_who.size)
+    e_who = np.concatenate([step_who, calm, a_who])
+    e_day = np.concatenate([step_day, calm_day, a_day])
+    e_visit = np.concatenate([np.zeros(step_who.size, np.int8), np.ones(calm.size + a_who.size, np.int8)])
+    e_step = np.concatenate([steps, np.zeros(calm.size + a_who.size, np.int64)])
+    e_extra = np.concatenate([np.zeros(step_who.size, np.int64), noise, acute])
+    order = _order(e_who, e_day, e_visit)
+    e_who, e_day, e_visit, e_step, e_extra = (a[order] for a in (e_who, e_day, e_visit, e_step, e_extra))
+    total = np.cumsum(e_step)
+    starts = np.flatnonzero(np.r_[True, e_who[1:] != e_who[:-1]])
+    sizes = np.diff(np.r_[starts, e_who.size])
+    accumulated = total - np.repeat(total[starts] - e_step[starts], sizes)
+    improved = improvement[e_who] * (e_day >= index[e_who] + 182)
+    level = np.clip(base_step[e_who] + accumulated - improved + e_extra, 0, 19)
+    keep = (e_visit == 1) & (e_day <= last_fu[e_who])
+    e_who, e_day, level = e_who[keep], e_day[keep], level[keep]
+    first_of_day = np.r_[True, (e_who[1:] != e_who[:-1]) | (e_day[1:] != e_day[:-1])]
+    e_who, e_day, level = e_who[first_of_day], e_day[first_of_day], level[first_of_day]
+    edss = pd.DataFrame({"patient_id": pid[e_who], "date": _iso(e_day), "score": grid[level]})
+
+    # ---- titers: log2-normal, falling after index; two labs with their dilution grids
+    lab = rng.integers(0, 2, n)  # 0: 1:10, 1:20, ...; 1: 1:15, 1:30, ...
+    log2_level = rng.normal(math.log2(p.titer_median), p.titer_log2_sd, n)
+    drop = rng.normal(p.titer_log2_drop, p.titer_drop_sd, n)
+    t_pre = rng.random(n) < 0.9
+    t_early = (rng.random(n) < 0.4) & positive
+    p1_who, p1_day = every[t_pre], index[t_pre] - rng.integers(0, 301, int(t_pre.sum()))
+    p2_who, p2_day = every[t_early], onset[t_early] + rng.integers(0, 91, int(t_early.sum()))
+    q_who, q_day = _recurring(rng, index + rng.integers(60, 201, n), last_fu, 150, 400)
+    q_keep = positive[q_who] | (rng.random(q_who.size) < 0.3)
+    q_who, q_day = q_who[q_keep], q_day[q_keep]
+    t_who = np.concatenate([p2_who, p1_who, q_who])
+    t_day = np.concatenate([p2_day, p1_day, q_day])
+    order = _order(t_who, t_day)
+    t_who, t_day = t_who[order], t_day[order]
+    fall_years = p.titer_drop_months / 12
+    on_treatment = np.clip((t_day - index[t_who]) / YEAR / fall_years, 0, 1)
+    x = log2_level[t_who] - drop[t_who] * on_treatment + rng.normal(0, 0.5, t_who.size)
+    base = np.where(lab[t_who] == 0, 10, 15)
+    k = np.round(x - np.log2(base)).astype(np.int64)
+    is_positive = positive[t_who] & (k >= 0)
+    plain = rng.random(t_who.size) < 0.2
+    short_negative = rng.random(t_who.size) < 0.2
+    # every text a titer can take, by (lab, format, dilution step); negatives at step 15
+    dilutions = [[*(f"{'' if plain_format else '1:'}{base_value * 2 ** step}" for step in range(15)),
+                  "<1:10" if base_value == 10 else negative_word]
+                 for base_value in (10, 15) for plain_format, negative_word in ((False, "negative"), (True, "neg"))]
+    texts = np.array(dilutions, dtype=object).ravel()
+    step = np.where(is_positive, np.clip(k, 0, 14), 15)
+    form = np.where(is_positive, plain, short_negative)
+    text = texts[(lab[t_who] * 2 + form) * 16 + step]
+    titers = pd.DataFrame({
+        "patient_id": pid[t_who],
+        "date": _iso(t_day),
+        "titer": text,
+        "assay": _pick(("CBA lab 1", "CBA lab 2"), lab[t_who]),
+    })
+
+    # ---- treatments and administrations
+    treatments = pd.DataFrame({
+        "patient_id": np.repeat(pid, 2),
+        "treatment": np.tile(np.array([p.background_treatment, p.index_treatment], dtype=object), n),
+        "start_date": _iso(np.column_stack([background_start, index]).ravel()),
+        "end_date": np.column_stack([np.full(n, None, dtype=object), _iso_or_blank(end, stopped)]).ravel(),
+        "stop_reason": np.column_stack([
+            np.full(n, None, dtype=object),
+            np.where(stopped, np.array(STOP_REASONS, dtype=object)[reason_code], None),
+        ]).ravel(),
+    })
+    typical = rng.integers(round(p.admin_weeks_min * 7), round(p.admin_weeks_max * 7) + 1, n)
+    lo = np.maximum(round(p.admin_weeks_min * 7), typical - 7)
+    hi = np.minimum(round(p.admin_weeks_max * 7), typical + 7)
+    adm_who, adm_day = _recurring(rng, index, end, np.maximum(lo, 1), np.maximum(hi, 1))
+    weight = np.clip(rng.normal(68, 13, n), 40, 130)
+    dose = (np.round(2.0 * weight / 5) * 5).astype(np.int64)  # 2 g/kg per course (0.4 g/kg/day x 5 days)
+    dose_column = pd.array(dose[adm_who], dtype="Int64")
+    dose_column[rng.random(adm_who.size) < 0.01] = pd.NA
+    administrations = pd.DataFrame({
+        "patient_id": pid[adm_who],
+        "treatment": np.full(adm_who.size, p.index_treatment, dtype=object),
+        "date": _iso(adm_day),
+        "dose": dose_column,
+    })
+
+    # ---- adverse events: on the index treatment, the stop for an adverse event, on background
+    ae_counts = rng.poisson(p.ae_rate * post_days / YEAR)
+    ae_who, ae_day = _events(rng, ae_counts, index - 1, post_days + 1)  # [index, treatment end]
+    ae_term, ae_grade = _ae_terms(rng, ae_who.size, _IVIG_TERMS)
+    ae_serious = (ae_grade >= 3) | (rng.random(ae_who.size) < 0.03)
+    ae_action = np.where(ae_grade >= 3, 2, (rng.random(ae_who.size) < 0.1).astype(np.int64))  # none, dose reduced, interrupted
+    stop_ae = stopped & (reason_code == 1)
+    x_who = every[stop_ae]
+    x_day = np.maximum(index[x_who], end[x_who] - rng.integers(0, 15, x_who.size))
+    x_term, x_grade = _ae_terms(rng, x_who.size, _STOP_TERMS)
+    bg_counts = rng.poisson(p.background_ae_rate * (index - background_start) / YEAR)
+    bg_who, bg_day = _events(rng, bg_counts, background_start - 1, index - background_start)  # [start, index)
+    bg_term, bg_grade = _ae_terms(rng, bg_who.size, _BACKGROUND_TERMS)
+    a_who = np.concatenate([ae_who, x_who, bg_who])
+    a_day = np.concatenate([ae_day, x_day, bg_day])
+    a_term = np.concatenate([ae_term, x_term, bg_term])
+    a_grade = np.concatenate([ae_grade, x_grade, bg_grade])
+    a_serious = np.concatenate([ae_serious, x_grade >= 3, bg_grade >= 3])
+    a_action = np.concatenate([ae_action, np.full(x_who.size, 3), (bg_grade >= 2).astype(np.int64)])
+    a_treatment = np.concatenate([
+        np.full(ae_who.size + x_who.size, p.index_treatment, dtype=object),
+        np.full(bg_who.size, p.background_treatment, dtype=object),
+    ])
+    a_related = rng.random(a_who.size) < 0.8
+    order = _order(a_who, a_day)
+    adverse_events = pd.DataFrame({
+        "patient_id": pid[a_who[order]],
+        "onset_date": _iso(a_day[order]),
+        "term": a_term[order],
+        "grade": a_grade[order],
+        "serious": _pick(("false", "true"), a_serious[order]),
+        "related": _pick(("false", "true"), a_related[order]),
+        "action": _pick(("none", "dose reduced", "interrupted", "discontinued"), a_action[order]),
+        "treatment": a_treatment[order],
+    })
+
+    patients = pd.DataFrame({
+        "patient_id": pid,
+        "sex": _pick(("M", "F"), female),
+        "birth_date": _iso(birth),
+        "onset_date": _iso(onset),
+        "diagnosis": np.full(n, "NMOSD", dtype=object),
+        "antibody_status": _pick(("negative", "positive"), positive),
+        "last_followup_date": _iso_or_blank(last_fu, ~missing_fu),
+        "group": group,
+    })
+    tables = {
+        "patients": patients, "treatments": treatments, "administrations": administrations,
+        "relapses": relapses, "edss": edss, "titers": titers, "adverse_events": adverse_events,
+    }
+
+    counts = {kind: np.bincount(true_who[true_kind == code], minlength=n) for code, kind in enumerate(RELAPSE_KINDS[:4])}
+    hidden = pd.DataFrame({
+        "patient_id": pid, "frailty": frailty, "onset_date": _iso(onset), "index_date": _iso(index),
+        "treatment_end": _iso(end), "last_followup": _iso(last_fu), "stopped": stopped,
+        "pre_days": pre_days, "post_days": post_days, "off_days": off_days,
+        "pre_relapses": counts["pre"], "post_relapses": counts["post"], "off_relapses": counts["off"],
+    })
+    kinds = np.array(RELAPSE_KINDS, dtype=object)[r_kind]
+    truth = _truth(p, n, int(seed), hidden, kinds, r_who, r_day, tables, stopped, reason_code, missing_fu, x_who.size, ae_who.size)
+    return Simulation(tables=tables, truth=truth, patients=hidden, relapse_kind=kinds)
+
+
+def _probabilities(p: TrueParameters) -> list[float]:
+    probs = np.array([p.stop_relapse, p.stop_adverse_event, p.stop_patient_choice, p.stop_other])
+    return list(probs / probs.sum()) if probs.sum() > 0 else [0.0, 0.0, 0.0, 1.0]
+
+
+# term: (probability, grade 1..4 probabilities)
+_IVIG_TERMS = {
+    "headache": (0.40, (0.70, 0.25, 0.05, 0.0)),
+    "fever": (0.10, (0.70, 0.28, 0.02, 0.0)),
+    "rash": (0.10, (0.75, 0.23, 0.02, 0.0)),
+    "nausea": (0.10, (0.80, 0.18, 0.02, 0.0)),
+    "fatigue": (0.12, (0.80, 0.19, 0.01, 0.0)),
+    "infusion-related reaction": (0.12, (0.50, 0.40, 0.10, 0.0)),
+    "aseptic meningitis": (0.03, (0.0, 0.40, 0.60, 0.0)),
+    "thrombosis": (0.015, (0.0, 0.20, 0.60, 0.20)),
+    "acute kidney injury": (0.015, (0.0, 0.40, 0.50, 0.10)),
+}
+_STOP_TERMS = {
+    "infusion-related reaction": (0.4, (0.0, 0.6, 0.4, 0.0)),
+    "aseptic meningitis": (0.2, (0.0, 0.4, 0.6, 0.0)),
+    "thrombosis": (0.2, (0.0, 0.2, 0.6, 0.2)),
+    "acute kidney injury": (0.2, (0.0, 0.4, 0.5, 0.1)),
+}
+_BACKGROUND_TERMS = {
+    "leukopenia": (0.4, (0.5, 0.4, 0.1, 0.0)),
+    "elevated liver enzymes": (0.4, (0.6, 0.3, 0.1, 0.0)),
+    "nausea": (0.2, (0.8, 0.2, 0.0, 0.0)),
+}
+
+
+def _ae_terms(rng: np.random.Generator, size: int, terms: dict) -> tuple[np.ndarray, np.ndarray]:
+    names = np.array(list(terms), dtype=object)
+    weights = np.array([w for w, _ in terms.values()])
+    which = rng.choice(names.size, size=size, p=weights / weights.sum())
+    grades = np.array([g for _, g in terms.values()])
+    cumulative = np.cumsum(grades / grades.sum(axis=1, keepdims=True), axis=1)
+    grade = 1 + (rng.random(size)[:, None] > cumulative[which]).sum(axis=1)
+    return names[which], np.minimum(grade, 4).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- truth
+
+
+def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code, missing_fu, stop_ae_events, ivig_ae_events) -> dict:
+    from . import __version__
+
+    years = {w: float(hidden[f"{w}_days"].sum() / YEAR) for w in ("pre", "post", "off")}
+    events = {w: int(hidden[f"{w}_relapses"].sum()) for w in ("pre", "post", "off")}
+    rates = {"pre": p.pre_rate, "post": p.post_rate, "off": p.resolved_off_rate}
+    k = p.frailty_shape
+
+    def relapse_free(t_years: float) -> float:
+        if math.isinf(k):
+            return math.exp(-p.post_rate * t_years)
+        return (1 + p.post_rate * t_years / k) ** (-k)
+
+    # true relapses (onset, pre, post, off) fewer than 30 days after the previous true relapse
+    true_rows = np.isin(kinds, RELAPSE_KINDS[:4])
+    who, day, kind = r_who[true_rows], r_day[true_rows], kinds[true_rows]
+    close_to_previous = (who[1:] == who[:-1]) & (day[1:] - day[:-1] < 30)
+    close = {w: int(np.sum(close_to_previous & (kind[1:] == w))) for w in ("pre", "post", "off")}
+    by_reason = {reason: int(np.sum(stopped & (reason_code == i))) for i, reason in enumerate(STOP_REASONS)}
+    values = {}
+    for f in dataclasses.fields(p):
+        value = getattr(p, f.name)
+        values[f.name] = "inf" if isinstance(value, float) and math.isinf(value) else value
+    values["off_rate"] = p.resolved_off_rate
+    return {
+        "generator": f"endpointkit.simulate {__version__}",
+        "seed": seed,
+        "n_patients": n,
+        "parameters": values,
+        "true_values": {
+            "pre_rate": p.pre_rate,
+            "post_rate": p.post_rate,
+            "off_rate": p.resolved_off_rate,
+            "rate_ratio": p.post_rate / p.pre_rate if p.pre_rate > 0 else None,
+            "frailty_variance": 0.0 if math.isinf(k) else 1 / k,
+            "relapse_free_at_12m": relapse_free(1.0),
+            "relapse_free_at_24m": relapse_free(2.0),
+            "persistence_at_12m": math.exp(-p.stop_rate),
+            "persistence_at_24m": math.exp(-2 * p.stop_rate),
+            "median_time_to_discontinuation_months": 12 * math.log(2) / p.stop_rate if p.stop_rate > 0 else None,
+            "stop_reason_probabilities": dict(zip(STOP_REASONS, _probabilities(p), strict=True)),
+            "titer_median_pre": p.titer_median,
+            "titer_median_post": p.titer_median / 2 ** p.titer_log2_drop,
+            "adverse_events_per_100_patient_years": 100 * p.ae_rate,
+        },
+        "expected": {
+            "pre_relapses": rates["pre"] * years["pre"],
+            "post_relapses": rates["post"] * years["post"],
+            "off_treatment_relapses": rates["off"] * years["off"],
+            "onset_attacks": n if p.onset_relapse else 0,
+            "adverse_events_on_index_treatment": p.ae_rate * years["post"],
+        },
+        "realized": {
+            "person_years": years,
+            "relapses": {**events, "onset": int(np.sum(kinds == "onset"))},
+            "crude_rates": {w: (events[w] / years[w] if years[w] > 0 else None) for w in ("pre", "post", "off")},
+            "crude_rate_ratio": (events["post"] / years["post"]) / (events["pre"] / years["pre"]) if events["pre"] and years["post"] > 0 else None,
+            "relapses_within_30_days": close,
+            "duplicate_rows": int(np.sum(kinds == "duplicate")),
+            "pseudo_rows": int(np.sum(kinds == "pseudo")),
+            "discontinued": int(stopped.sum()),
+            "stop_reasons": by_reason,
+            "missing_last_followup_date": int(missing_fu.sum()),
+            "adverse_events_on_index_treatment": ivig_ae_events + stop_ae_events,
+            "rows": {name: len(frame) for name, frame in tables.items()},
+        },
+        "definitions": [
+            "Times are whole days; a year is 365.25 days. Person-time: pre = index - onset, post = treatment end - index, "
+            "off = last follow-up - treatment end (stopped courses only), as arr_change measures windows.",
+            "Patient rate = base rate x frailty, frailty ~ Gamma(frailty_shape, mean 1), the same frailty in every window: "
+            "the rate ratio post/pre holds within every patient.",
+            "Relapses are Poisson processes in (onset, index], (index, treatment end] and (treatment end, last follow-up]; "
+            "the onset attack is an extra row at onset_date (counted by since_onset, dropped by since_onset_excl_first).",
+            "Expected counts are conditional on the simulated windows (averaged over the frailty).",
+            "relapses_within_30_days counts true relapses fewer than 30 days after the previous one: the cohort's 30-day "
+            "merge counts them as one, so a merged analysis sees slightly fewer relapses than the process generated.",
+            "Treatment end = end_date of a stopped course, else last follow-up (ongoing: administrations continue to last "
+            "follow-up). Stopping is independent of relapses, so criteria on treatment length do not bias the rates.",
+            "relapse_free_at_t = (1 + post_rate t / k)^-k (gamma frailty), from index without lag; "
+            "persistence_at_t = exp(-stop_rate t).",
+            "Extra rows: duplicates 0-29 days after a true relapse (merged by the cohort), pseudo=true rows (dropped), "
+            "blank last_followup_date (replaced by the latest record).",
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _prepare_folder(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o: expected a folder, got a file: {out_dir}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".endpointkit-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+
+
+def write_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, out_dir: str | Path) -> list[Path]:
+    """Write ``<table>.csv`` for each table and ``truth.json``: every file is written to a temporary
+    name in ``out_dir`` first and renamed into place only when all are written."""
+    out_dir = Path(out_dir)
+    _prepare_folder(out_dir)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, frame in tables.items():
+            handle, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}-", suffix=".tmp")
+            staged.append((temp, out_dir / f"{name}.csv"))
+            with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+                frame.to_csv(stream, index=False, lineterminator="\n")
+        if truth is not None:
+            handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".truth-", suffix=".tmp")
+            staged.append((temp, out_dir / "truth.json"))
+            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+                stream.write(json.dumps(truth, indent=2, allow_nan=False) + "\n")
+        for temp, target in staged:
+            os.replace(temp, target)
+        written = [target for _, target in staged]
+        staged = []
+        return written
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        for temp, _ in staged:
+            Path(temp).unlink(missing_ok=True)
+
+
+def simulate_command(args) -> int:
+    """``endpointkit simulate --patients N [--seed S] -o DIR [--set name=value ...]``."""
+    started = time.perf_counter()
+    if args.patients < 1:
+        raise UsageError(f"--patients: expected a number of patients >= 1, got {args.patients}")
+    if args.seed < 0:
+        raise UsageError(f"--seed: expected a whole number >= 0, got {args.seed}")
+    params = parse_settings(list(args.set))
+    _prepare_folder(Path(args.output))
+    sim = simulate_registry(args.patients, args.seed, params)
+    write_registry(sim.tables, sim.truth, args.output)
+    rows = sim.truth["realized"]["rows"]
+    rates = sim.truth["realized"]["crude_rates"]
+    print(
+        f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}) in {time.perf_counter() - started:.1f} s: "
+        f"{rows['relapses']:,} relapse rows, {rows['administrations']:,} administrations, {rows['edss']:,} EDSS, "
+        f"{rows['titers']:,} titers, {rows['adverse_events']:,} adverse events; true ARR {params.pre_rate:g} -> "
+        f"{params.post_rate:g} (crude {rates['pre']:.3f} -> {rates['post']:.3f}); wrote {args.output}/truth.json",
+        file=sys.stderr,
+    )
+    return 0
