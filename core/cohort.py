@@ -7,6 +7,7 @@ table, CSV line, patient and reason. All derivations are vectorised over patient
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +63,10 @@ class Cohort:
     def table(self, name: str) -> pd.DataFrame:
         """A canonical table restricted to the analysed patients (relapses already cleaned)."""
         return self.tables.get(name, empty_table(name))
+
+    def with_table(self, name: str, frame: pd.DataFrame) -> Cohort:
+        """A copy of the cohort with one table replaced (e.g. only severe relapses)."""
+        return dataclasses.replace(self, tables={**self.tables, name: frame})
 
     def with_patient_columns(self, name: str, *columns: str) -> pd.DataFrame:
         """A table with per-patient columns (e.g. ``index_date``) merged onto each record."""

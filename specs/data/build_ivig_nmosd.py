@@ -95,7 +95,8 @@ def build() -> dict[str, pd.DataFrame]:
         span = pre_days - last_gap
         for k in range(pre_n):
             offset = round(span * k / (pre_n - 1))
-            relapses.append({"patient_id": pid, "onset_date": iso(onset + dt.timedelta(days=offset)), "confirmed": "yes", "severity": "moderate", "pseudo": ""})
+            severity = "severe" if k in (0, pre_n - 1) and i % 2 == 0 else "moderate"
+            relapses.append({"patient_id": pid, "onset_date": iso(onset + dt.timedelta(days=offset)), "confirmed": "yes", "severity": severity, "pseudo": ""})
         # post relapses: evenly spaced; for those who stopped, the last one 20 days before stopping
         for k in range(post_n):
             if stopped and k == post_n - 1:

@@ -1,0 +1,155 @@
+"""arr_change: per-patient ARR in pre and post windows, summaries, paired test, responders."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from endpointkit.plugins.arr_change import ArrChange
+from endpointkit.testing import make_cohort, make_context, params_for, row
+
+# Two patients, year = 365.25 days.
+# p1: onset 2010-01-01, IVIG 2014-01-01 .. 2016-01-01 (end_date), relapses 2010-01-01 (onset attack),
+#     2012-01-01, 2013-11-20, 2014-01-01 (index day: pre), 2015-01-01 (post)
+#     pre window 2010-01-01..2014-01-01 = 1461 days, 4 relapses -> ARR 4 / (1461/365.25) = 1.0
+#     post window (2014-01-01, 2016-01-01] = 730 days, 1 relapse -> 1 / (730/365.25) = 0.500342
+# p2: onset 2012-01-01, IVIG 2014-01-01 .. 2015-01-01, relapses 2012-01-01, 2013-07-01
+#     pre = 731 days, 2 relapses -> 2 / (731/365.25) = 0.999316; post 365 days, 0 relapses -> 0
+PATIENTS = [
+    {"patient_id": "p1", "onset_date": "2010-01-01", "last_followup_date": "2018-01-01"},
+    {"patient_id": "p2", "onset_date": "2012-01-01", "last_followup_date": "2018-01-01"},
+]
+TREATMENTS = [
+    {"patient_id": "p1", "treatment": "IVIG", "start_date": "2014-01-01", "end_date": "2016-01-01"},
+    {"patient_id": "p2", "treatment": "IVIG", "start_date": "2014-01-01", "end_date": "2015-01-01"},
+    {"patient_id": "p1", "treatment": "azathioprine", "start_date": "2013-01-01"},
+    {"patient_id": "p2", "treatment": "azathioprine", "start_date": "2013-07-01"},
+]
+RELAPSES = [
+    {"patient_id": "p1", "onset_date": d} for d in ("2010-01-01", "2012-01-01", "2013-11-20", "2014-01-01", "2015-01-01")
+] + [{"patient_id": "p2", "onset_date": d} for d in ("2012-01-01", "2013-07-01")]
+
+
+def compute(patients=PATIENTS, treatments=TREATMENTS, relapses=RELAPSES, ctx=None, **params):
+    cohort = make_cohort(patients=patients, treatments=treatments, relapses=relapses)
+    return ArrChange().compute(cohort, params_for(ArrChange, **params), ctx or make_context())
+
+
+def test_since_onset_counts_the_onset_attack_and_the_index_day_relapse_as_pre():
+    pp = compute().per_patient.set_index("patient_id")
+    assert pp.loc["p1", ["pre_days", "pre_relapses", "post_days", "post_relapses"]].tolist() == [1461, 4, 730, 1]
+    assert pp.loc["p1", "pre_arr"] == pytest.approx(4 / (1461 / 365.25))
+    assert pp.loc["p1", "post_arr"] == pytest.approx(1 / (730 / 365.25))
+    assert pp.loc["p2", "pre_arr"] == pytest.approx(2 / (731 / 365.25))
+    assert pp.loc["p2", "post_arr"] == 0
+
+
+def test_median_iqr_rows_use_the_quantile_method():
+    result = compute()
+    pre = np.array([4 / (1461 / 365.25), 2 / (731 / 365.25)])
+    r = row(result, "pre")
+    assert (r.stat, r.interval, r.n) == ("median", "IQR", 2)
+    assert (r.low, r.estimate, r.high) == pytest.approx(tuple(np.quantile(pre, [0.25, 0.5, 0.75])))
+    weibull = row(compute(ctx=make_context("weibull")), "pre")
+    assert (weibull.low, weibull.high) == pytest.approx(tuple(np.quantile(pre, [0.25, 0.75], method="weibull")))
+
+
+def test_since_onset_excl_first_drops_each_patients_earliest_relapse():
+    pp = compute(pre_window="since_onset_excl_first").per_patient.set_index("patient_id")
+    assert pp["pre_relapses"].tolist() == [3, 1]
+    assert pp["pre_days"].tolist() == [1461, 731]  # the window still starts at onset
+
+
+@pytest.mark.parametrize(("window", "days"), [("last_12m", 365), ("last_24m", 730), ("18 months", 548)])
+def test_lookback_windows_are_cut_at_onset(window, days):
+    pp = compute(pre_window=window).per_patient.set_index("patient_id")
+    # p1: onset 4 years before index, so the full lookback; p2: onset 731 days before index
+    assert pp.loc["p1", "pre_days"] == days
+    assert pp.loc["p2", "pre_days"] == min(days, 731)
+    # p1 lookback 365 days: 2013-11-20 and the index-day relapse; 730 days adds 2012-01-01? no (731 days before)
+    assert pp.loc["p1", "pre_relapses"] == 2
+
+
+def test_since_prior_treatment_starts_at_the_background_drug():
+    pp = compute(pre_window="since_prior_treatment", prior_treatment="Azathioprine").per_patient.set_index("patient_id")
+    # p1: 2013-01-01 .. 2014-01-01 = 365 days, relapses 2013-11-20 and 2014-01-01
+    assert pp.loc["p1", ["pre_days", "pre_relapses"]].tolist() == [365, 2]
+    # p2: 2013-07-01 .. 2014-01-01 = 184 days, relapse 2013-07-01 on the window start counts
+    assert pp.loc["p2", ["pre_days", "pre_relapses"]].tolist() == [184, 1]
+
+
+def test_exclude_index_relapse_days_removes_recent_relapses_from_the_numerator_only():
+    pp = compute(exclude_index_relapse_days=60).per_patient.set_index("patient_id")
+    # p1 loses 2013-11-20 (42 days before) and the index-day relapse (0 days); window unchanged
+    assert pp.loc["p1", ["pre_relapses", "pre_days"]].tolist() == [2, 1461]
+
+
+def test_post_lag_leaves_numerator_and_person_time():
+    pp = compute(post_lag_days=400).per_patient.set_index("patient_id")
+    # p1: post (2015-02-05, 2016-01-01] = 330 days; the 2015-01-01 relapse falls in the lag
+    assert pp.loc["p1", ["post_days", "post_relapses"]].tolist() == [330, 0]
+    # p2: 365 - 400 < 0 days -> excluded from the endpoint and counted
+    result = compute(post_lag_days=400)
+    assert row(result, "pre").n == 1
+    assert sum(len(v) for v in result.excluded.values()) == 1
+
+
+def test_min_pre_and_post_days_exclude_and_count():
+    result = compute(min_pre_days=1000)
+    assert row(result, "pre").n == 1
+    assert list(result.excluded.values()) == [["p2"]]
+    assert not compute(min_post_days=400).per_patient.set_index("patient_id").loc["p2", "included"]
+
+
+def test_mean_sd_and_median_range_summaries():
+    pre = np.array([4 / (1461 / 365.25), 2 / (731 / 365.25)])
+    mean = row(compute(summary="mean_sd"), "pre")
+    assert (mean.stat, mean.interval, mean.estimate, mean.low) == ("mean", "SD", pytest.approx(pre.mean()), pytest.approx(pre.std(ddof=1)))
+    ranged = row(compute(summary="median_range"), "pre")
+    assert (ranged.interval, ranged.low, ranged.high) == ("range", pytest.approx(pre.min()), pytest.approx(pre.max()))
+
+
+def test_crude_summary_is_sum_of_relapses_over_person_years_with_exact_poisson_ci():
+    result = compute(summary="crude")
+    years = (1461 + 731) / 365.25
+    r = row(result, "pre")
+    assert r.estimate == pytest.approx(6 / years)
+    assert r.low == pytest.approx(stats.chi2.ppf(0.025, 12) / 2 / years)
+    assert r.high == pytest.approx(stats.chi2.ppf(0.975, 14) / 2 / years)
+    post = row(result, "post")
+    post_years = (730 + 365) / 365.25
+    assert post.estimate == pytest.approx(1 / post_years)
+    ratio = row(result, "rate_ratio")
+    assert ratio.estimate == pytest.approx((1 / post_years) / (6 / years))
+    ci = stats.binomtest(1, 7).proportion_ci(method="exact")
+    assert ratio.low == pytest.approx(ci.low / (1 - ci.low) * years / post_years)
+
+
+@pytest.mark.parametrize(("responder", "expected"), [("reduced", 2), ("halved", 1), ("relapse_free", 1)])
+def test_responder_definitions(responder, expected):
+    # p1: 1.0 -> 0.50034 (reduced, not halved: 0.50034 > 0.5); p2: 0.9993 -> 0 (reduced, halved, relapse free)
+    r = row(compute(responder=responder), "responders")
+    assert (r.count, r.n) == (expected, 2)
+
+
+def test_paired_test_is_scipy_wilcoxon_on_post_minus_pre():
+    # five patients with distinct differences -> exact test
+    patients, treatments, relapses = [], [], []
+    for i, (pre_n, post_n) in enumerate([(2, 0), (3, 1), (4, 1), (5, 3), (6, 0)]):
+        pid = f"q{i}"
+        patients.append({"patient_id": pid, "onset_date": "2010-01-01"})
+        treatments.append({"patient_id": pid, "treatment": "IVIG", "start_date": "2014-01-01", "end_date": "2016-01-01"})
+        relapses += [{"patient_id": pid, "onset_date": f"{2010 + k}-0{1 + i}-01"} for k in range(pre_n) if 2010 + k < 2014]
+        relapses += [{"patient_id": pid, "onset_date": f"2014-0{2 + k}-0{1 + i}"} for k in range(post_n)]
+    result = compute(patients, treatments, relapses)
+    pp = result.per_patient
+    expected = stats.wilcoxon(pp["post_arr"] - pp["pre_arr"], zero_method="wilcox", correction=False, method="exact")
+    r = row(result, "paired_test")
+    assert (r.estimate, r.p_value) == pytest.approx((expected.statistic, expected.pvalue))
+    assert "-> exact" in r.test and "5 pairs, 0 zero differences" in r.test
+
+
+def test_since_prior_treatment_needs_the_treatment_name():
+    from endpointkit.errors import SpecError
+
+    with pytest.raises(SpecError, match="params.prior_treatment"):
+        params_for(ArrChange, pre_window="since_prior_treatment")

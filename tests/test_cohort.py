@@ -1,0 +1,117 @@
+"""Cohort building: index date, follow-up end rules, cut-off, criteria, relapse cleaning, attrition."""
+
+import pandas as pd
+import pytest
+
+from endpointkit.spec import Criterion
+from endpointkit.testing import make_cohort, make_settings
+
+P = [
+    {"patient_id": "a", "sex": "F", "antibody_status": "positive", "last_followup_date": "2019-06-30"},
+    {"patient_id": "b", "sex": "F", "antibody_status": "negative", "last_followup_date": "2019-06-30"},
+    {"patient_id": "c", "sex": "M", "antibody_status": "positive", "last_followup_date": None},
+    {"patient_id": "d", "sex": "F", "antibody_status": "positive", "last_followup_date": "2019-06-30"},
+]
+T = [
+    {"patient_id": "a", "treatment": "IVIG", "start_date": "2015-01-01", "end_date": "2016-01-01", "stop_reason": "relapse"},
+    {"patient_id": "a", "treatment": "ivig", "start_date": "2017-01-01"},  # a restart: ignored, reported
+    {"patient_id": "b", "treatment": "IVIG", "start_date": "2015-01-01"},
+    {"patient_id": "c", "treatment": "IVIG", "start_date": "2015-01-01"},
+    {"patient_id": "d", "treatment": "azathioprine", "start_date": "2012-01-01"},
+]
+A = [
+    {"patient_id": "b", "treatment": "IVIG", "date": "2015-01-01"},
+    {"patient_id": "b", "treatment": "IVIG", "date": "2018-01-01"},
+    {"patient_id": "c", "treatment": "IVIG", "date": "2015-01-01"},
+    {"patient_id": "c", "treatment": "IVIG", "date": "2015-06-01"},
+]
+
+
+def test_index_is_the_first_course_and_restarts_are_reported():
+    cohort = make_cohort(patients=P, treatments=T, administrations=A)
+    pts = cohort.patients.set_index("patient_id")
+    assert pts.loc["a", "index_date"] == pd.Timestamp("2015-01-01")
+    assert pts.loc["a", "followup_end"] == pd.Timestamp("2016-01-01")
+    assert "later course of IVIG" in cohort.quality.iloc[0]["reason"]
+    assert "d" not in pts.index  # never on IVIG
+
+
+def test_treatment_end_without_end_date_is_last_administration_plus_grace_capped_at_last_followup():
+    pts = make_cohort(patients=P, treatments=T, administrations=A).patients.set_index("patient_id")
+    # b: last infusion 2018-01-01 + 90 days = 2018-04-01 (before last follow-up 2019-06-30)
+    assert pts.loc["b", "treatment_end"] == pd.Timestamp("2018-04-01")
+    # c: no last_followup_date -> replaced by the latest recorded date (2015-06-01), which caps 2015-08-30
+    assert pts.loc["c", "last_followup"] == pd.Timestamp("2015-06-01")
+    assert pts.loc["c", "treatment_end"] == pd.Timestamp("2015-06-01")
+
+
+def test_last_followup_rule_and_cutoff_cap():
+    settings = make_settings(follow_up_end="last_followup", cutoff="2017-12-31")
+    cohort = make_cohort(settings, patients=P, treatments=T, administrations=A)
+    pts = cohort.patients.set_index("patient_id")
+    assert pts.loc["a", "followup_end"] == pd.Timestamp("2017-12-31")
+    # the 2018 infusion is after the cut-off and ignored: last infusion 2015-01-01 + 90 days
+    assert pts.loc["b", "treatment_end"] == pd.Timestamp("2015-04-01")
+    after = cohort.quality[cohort.quality["reason"].str.contains("cut-off")]
+    assert set(after["table"]) == {"administrations"}
+
+
+def test_criteria_apply_in_order_and_attrition_adds_up():
+    criteria = (
+        Criterion("antibody positive", "where", _expr("antibody_status == 'positive'")),
+        Criterion("treated >= 6 months", "min_treatment_months", 6.0),
+    )
+    cohort = make_cohort(make_settings(criteria=criteria), patients=P, treatments=T, administrations=A)
+    attrition = cohort.attrition
+    assert attrition["step"].tolist() == [
+        "patients in data", "received IVIG", "follow-up end after the index date", "antibody positive", "treated >= 6 months",
+    ]
+    assert attrition["remaining"].tolist() == [4, 3, 3, 2, 1]
+    assert attrition["excluded"].tolist() == [0, 1, 0, 1, 1]
+    # c: 2015-01-01 .. 2015-06-01 = 151 days = 4.96 months < 6
+    assert cohort.patients["patient_id"].tolist() == ["a"]
+    excluded = cohort.quality[cohort.quality["action"] == "excluded"]
+    assert excluded["patient_id"].tolist() == ["d", "b", "c"]
+
+
+def _expr(text):
+    from endpointkit.expr import Expression
+
+    return Expression(text, "cohort.criteria[0].where")
+
+
+RELAPSES = [
+    {"patient_id": "a", "onset_date": "2014-01-01"},
+    {"patient_id": "a", "onset_date": "2014-01-20"},  # 19 days after a kept onset: merged
+    {"patient_id": "a", "onset_date": "2014-02-10"},  # 40 days after the last KEPT onset: kept (greedy)
+    {"patient_id": "a", "onset_date": "2014-03-11"},  # 29 days after 02-10: merged
+    {"patient_id": "a", "onset_date": "2014-04-11"},  # 60 days after 02-10: kept
+    {"patient_id": "a", "onset_date": "2014-06-01", "pseudo": "yes"},
+    {"patient_id": "c", "onset_date": "2014-05-01"},
+    {"patient_id": "c", "onset_date": "2014-05-31"},  # exactly 30 days: separate
+]
+
+
+def test_relapse_merging_is_greedy_against_the_last_kept_onset():
+    cohort = make_cohort(patients=P, treatments=T, administrations=A, relapses=RELAPSES)
+    kept = cohort.table("relapses")
+    assert kept.groupby("patient_id")["onset_date"].apply(lambda s: s.dt.strftime("%m-%d").tolist()).to_dict() == {
+        "a": ["01-01", "02-10", "04-11"], "c": ["05-01", "05-31"],
+    }
+    quality = cohort.quality
+    assert (quality["action"] == "merged").sum() == 2
+    assert (quality["action"] == "dropped").sum() == 1
+
+
+@pytest.mark.parametrize(("merge", "kept"), [(0, 5), (20, 4), (30, 3), (90, 2)])
+def test_merge_window_setting(merge, kept):
+    cohort = make_cohort(make_settings(merge_within_days=merge), patients=P, treatments=T, administrations=A, relapses=RELAPSES)
+    assert (cohort.table("relapses")["patient_id"] == "a").sum() == kept
+
+
+def test_pseudo_relapses_kept_when_asked_and_confirmed_only_filter():
+    kept = make_cohort(make_settings(exclude_pseudo=False), patients=P, treatments=T, administrations=A, relapses=RELAPSES)
+    assert (kept.table("relapses")["patient_id"] == "a").sum() == 4
+    confirmed = [dict(r, confirmed="yes" if r["onset_date"] == "2014-01-01" else "no") for r in RELAPSES]
+    only = make_cohort(make_settings(only_confirmed=True), patients=P, treatments=T, administrations=A, relapses=confirmed)
+    assert len(only.table("relapses")) == 1
