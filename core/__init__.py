@@ -38,7 +38,7 @@ from .params import Duration, param  # noqa: E402
 
 
 def run(spec, data=None, **kwargs):
-    """Run a study spec (path) and return :class:`endpointkit.run.Results`."""
+    """Run a study spec (path) and return :class:`endpointkit.results.Results`."""
     from .engine import run as _run
 
     return _run(spec, data, **kwargs)

@@ -44,7 +44,17 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
     started = time.perf_counter()
     key = ("cohort", _cohort_key(spec))
     if key not in cache:
-        cache[key] = build_cohort(data, spec.cohort, plugins.criteria)
+        try:
+            cache[key] = build_cohort(data, spec.cohort, plugins.criteria)
+        except EndpointkitError:
+            raise
+        except Exception as exc:  # a criterion plugin's bug: this variant fails, the others go on
+            failures = [{"variant": spec.variant, "endpoint": e.id, "plugin": e.plugin, "provider": "cohort",
+                         "reason": f"building the cohort failed: {type(exc).__name__}: {exc}", "detail": traceback.format_exc(limit=-3)}
+                        for e in spec.endpoints if not only or e.id in only]
+            empty = pd.DataFrame(columns=["step", "remaining", "excluded"])
+            return VariantResult(name=spec.variant, spec=spec, frame=pd.DataFrame(columns=RESULT_COLUMNS), per_patient={},
+                                 labels={}, notes={}, attrition=empty, quality=pd.DataFrame(), failures=failures)
     cohort: Cohort = cache[key]
     ctx = Context(
         quantile_method=spec.statistics.quantile_method, paired_test=spec.paired_test,
@@ -129,9 +139,9 @@ def run_spec(
     progress: Callable[[int, int, str], None] | None = None,
     data: CohortData | None = None,
 ):
-    """Run the primary spec and its variants; returns :class:`~endpointkit.run.Results`."""
+    """Run the primary spec and its variants; returns :class:`~endpointkit.results.Results`."""
     from .parallel import run_variants
-    from .run import Results
+    from .results import Results
 
     if only:
         ids = {e.id for e in spec.endpoints}

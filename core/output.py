@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UsageError
-from .run import Results
+from .results import Results
 
 
 def check_writable(out_dir: Path) -> None:

@@ -6,6 +6,7 @@ own cache. Results come back in variant order, so ``--jobs N`` output equals ``-
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -19,10 +20,12 @@ _SHARED: dict = {}
 
 
 def _work(index: int) -> VariantResult:
+    """Run one variant in a worker; the spec (which holds the plugin manager) stays behind."""
     from .engine import run_variant
 
     state = _SHARED
-    return run_variant(state["variants"][index], state["data"], state["plugins"], state["cache"], state["only"])
+    result = run_variant(state["variants"][index], state["data"], state["plugins"], state["cache"], state["only"])
+    return dataclasses.replace(result, spec=None)
 
 
 def run_variants(
@@ -60,7 +63,8 @@ def run_variants(
             from concurrent.futures import as_completed
 
             for future in as_completed(futures):
-                outputs[futures[future]] = future.result()
+                index = futures[future]
+                outputs[index] = dataclasses.replace(future.result(), spec=variants[index])
                 done += 1
                 if progress:
                     progress(done, total, variants[futures[future]].variant)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .errors import UsageError
 
 if TYPE_CHECKING:
-    from .run import Results
+    from .results import Results
 
 
 def forest_plot(results: Results, path: Path, measure: str | None = None) -> None:

@@ -6,7 +6,6 @@ before/after comparison (post vs pre, final vs baseline) flips.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +14,7 @@ import pandas as pd
 from .render import Table
 
 if TYPE_CHECKING:
-    from .run import Results
+    from .results import Results
 
 PAIRS = (("pre", "post"), ("baseline", "final"))
 ALPHA = 0.05
@@ -47,84 +46,89 @@ def _direction(frame: pd.DataFrame, endpoint: str) -> float | None:
     return None
 
 
+def _compared(row) -> float | None:
+    """The number compared across variants: the p-value of a test row, else the estimate."""
+    value = row["p_value"] if row["stat"] == "test" else row["estimate"]
+    return None if pd.isna(value) else float(value)
+
+
 def what_moves(results: Results) -> pd.DataFrame:
-    """For every variant and headline measure: how far the estimate moves from primary."""
+    """For every variant and headline measure: how far it moves from primary, and whether a
+    conclusion changes. Test rows compare p-values, other rows estimates."""
     heads = headline_rows(results)
     primary = heads[heads["variant"] == "primary"].set_index(["endpoint", "measure", "group"])
+    directions = {}
     records = []
     for variant in results.variants[1:]:
         rows = heads[heads["variant"] == variant.name]
-        for row in rows.itertuples(index=False):
-            key = (row.endpoint, row.measure, row.group)
+        for row in rows.to_dict(orient="records"):
+            key = (row["endpoint"], row["measure"], row["group"])
             base = primary.loc[key] if key in primary.index else None
-            base_est = None if base is None or pd.isna(base["estimate"]) else float(base["estimate"])
-            est = None if pd.isna(row.estimate) else float(row.estimate)
-            change = est - base_est if est is not None and base_est is not None else None
-            relative = change / abs(base_est) if change is not None and base_est not in (None, 0) else None
+            base_value = None if base is None else _compared(base)
+            value = _compared(row)
+            change = value - base_value if value is not None and base_value is not None else None
+            relative = change / abs(base_value) if change is not None and base_value else None
             reasons = []
-            base_p = None if base is None or pd.isna(base["p_value"]) else float(base["p_value"])
-            p = None if pd.isna(row.p_value) else float(row.p_value)
-            if base_p is not None and p is not None and (base_p < ALPHA) != (p < ALPHA):
-                reasons.append(f"p crosses {ALPHA} ({base_p:.3g} -> {p:.3g})")
-            if row.stat != "test" and est is not None and base_est is not None and np.sign(est) != np.sign(base_est) and est != 0 and base_est != 0:
+            if row["stat"] == "test" and base_value is not None and value is not None and (base_value < ALPHA) != (value < ALPHA):
+                reasons.append(f"p crosses {ALPHA} ({base_value:.3g} -> {value:.3g})")
+            if row["stat"] != "test" and value and base_value and np.sign(value) != np.sign(base_value):
                 reasons.append("estimate changes sign")
+            endpoint = row["endpoint"]
+            for name in ("primary", variant.name):
+                if (name, endpoint) not in directions:
+                    directions[(name, endpoint)] = _direction(results.frame[results.frame["variant"] == name], endpoint)
+            before, after = directions[("primary", endpoint)], directions[(variant.name, endpoint)]
+            if before is not None and after is not None and before != after:
+                reasons.append("direction of the before/after change flips")
             records.append({
                 "variant": variant.name, "setting": _setting_text(results, variant.name),
-                "endpoint": row.endpoint, "measure": row.measure, "group": row.group,
-                "primary_estimate": base_est, "variant_estimate": est, "change": change,
-                "relative_change": relative, "primary_p": base_p, "variant_p": p,
-                "primary_display": None if base is None else base["display"], "variant_display": row.display,
+                "endpoint": endpoint, "measure": row["measure"], "group": row["group"],
+                "compared": "p_value" if row["stat"] == "test" else "estimate",
+                "primary_value": base_value, "variant_value": value, "change": change, "relative_change": relative,
+                "primary_display": None if base is None else base["display"], "variant_display": row["display"],
                 "conclusion_changed": bool(reasons), "why": "; ".join(reasons),
             })
-        for endpoint in {r.endpoint for r in rows.itertuples()}:
-            before = _direction(results.frame[results.frame["variant"] == "primary"], endpoint)
-            after = _direction(results.frame[results.frame["variant"] == variant.name], endpoint)
-            if before is not None and after is not None and before != after:
-                for record in records:
-                    if record["variant"] == variant.name and record["endpoint"] == endpoint:
-                        record["conclusion_changed"] = True
-                        record["why"] = "; ".join(filter(None, [record["why"], "direction of change flips"]))
-    columns = ["variant", "setting", "endpoint", "measure", "group", "primary_estimate", "variant_estimate", "change",
-               "relative_change", "primary_p", "variant_p", "primary_display", "variant_display", "conclusion_changed", "why"]
+    columns = ["variant", "setting", "endpoint", "measure", "group", "compared", "primary_value", "variant_value",
+               "change", "relative_change", "primary_display", "variant_display", "conclusion_changed", "why"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
 def side_by_side_table(results: Results) -> Table:
+    """Headline rows x variants (variants as V1, V2, ... with a legend), then what moves the answer."""
     heads = headline_rows(results)
     names = [v.name for v in results.variants]
-    labels = results.primary.labels
+    short = {name: ("primary" if i == 0 else f"V{i}") for i, name in enumerate(names)}
     rows = []
     for (endpoint, measure, group), block in heads.groupby(["endpoint", "measure", "group"], sort=False):
         cells = block.set_index("variant")["display"]
-        label = labels.get((endpoint, measure, group), measure)
-        rows.append([endpoint, label] + [cells.get(name, "failed") for name in names])
+        label = f"{endpoint}.{measure}" + ("" if group == "all" else f" ({group})")
+        rows.append([label] + [cells.get(name, "failed") for name in names])
+    notes = [f"{short[v.name]} = {v.name}" + (f" ({_setting_text(results, v.name)})" if _setting_text(results, v.name) else "")
+             for v in results.variants[1:]]
+    notes += what_moves_notes(results)
+    return Table(title="Sensitivity analysis: headline figures per variant", headers=["Measure"] + [short[n] for n in names],
+                 rows=rows, footnotes=notes)
+
+
+def what_moves_notes(results: Results) -> list[str]:
+    """'What moves the answer': the largest move of each headline, and every changed conclusion."""
     moves = what_moves(results)
     notes = []
     if not moves.empty:
-        moved = moves.dropna(subset=["relative_change"]).copy()
-        moved["size"] = moved["relative_change"].abs()
-        biggest = moved.sort_values("size", ascending=False, kind="stable").drop_duplicates(["endpoint", "measure"])
-        for row in biggest.head(8).itertuples(index=False):
-            if math.isclose(row.size, 0.0):
-                continue
-            notes.append(
-                f"{row.endpoint}.{row.measure} moves most under '{row.variant}': {row.primary_display} -> "
-                f"{row.variant_display} ({100 * row.relative_change:+.0f}%)"
-            )
+        moved = moves.dropna(subset=["change"]).copy()
+        moved["size"] = moved["change"].abs() / moved["primary_value"].abs().where(moved["primary_value"] != 0, 1.0)
+        moved = moved[(moved["size"] > 1e-12) & (moved["compared"] == "estimate")]
+        biggest = moved.sort_values("size", ascending=False, kind="stable").drop_duplicates(["endpoint", "measure", "group"])
+        for row in biggest.itertuples(index=False):
+            notes.append(f"What moves: {row.endpoint}.{row.measure} moves most under '{row.variant}': "
+                         f"{row.primary_display} -> {row.variant_display}")
         for row in moves[moves["conclusion_changed"]].itertuples(index=False):
             notes.append(f"CONCLUSION CHANGES under '{row.variant}' for {row.endpoint}.{row.measure}: {row.why}")
         if not moves["conclusion_changed"].any():
             notes.append("No variant changes a conclusion (no p-value crosses 0.05, no estimate or direction flips).")
-    failed = [f for f in results.failures]
-    for failure in failed:
+    for failure in results.failures:
         notes.append(f"FAILED in variant '{failure['variant']}': {failure['endpoint']}: {failure['reason']}")
-    settings = [f"{v.name}: {_setting_text(results, v.name)}" for v in results.variants[1:]]
-    return Table(
-        title="Sensitivity analysis: headline figures per variant",
-        headers=["Endpoint", "Measure"] + names,
-        rows=rows,
-        footnotes=["What moves the answer:"] + notes + ["Variants: " + "; ".join(settings)] if settings else notes,
-    )
+    return notes
 
 
 def render_side_by_side(results: Results, fmt: str) -> str:

@@ -40,9 +40,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -143,7 +145,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
         return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
     if kind == "date":
         try:
-            return pd.Timestamp(np.datetime64(text, "D")).strftime("%Y-%m-%d") if len(text) == 10 else None
+            return text if str(np.datetime64(text, "D")) == text else None
         except ValueError:
             return None
     if kind == "name":
@@ -702,24 +704,81 @@ def _prepare_folder(out_dir: Path) -> None:
         raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_csv(frame: pd.DataFrame, path: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        frame.to_csv(stream, index=False, lineterminator="\n")
+
+
+def _write_csvs(jobs: list[tuple[pd.DataFrame, str]]) -> None:
+    for frame, path in jobs:
+        _write_csv(frame, path)
+
+
+def _split_for_helper(tables: Mapping[str, pd.DataFrame]) -> set[str]:
+    """Tables for a forked helper process (about half the cells), or none.
+
+    Only with the ``fork`` start method (the child inherits the frames: nothing is pickled), from a
+    single-threaded process (where forking is safe), on two or more cores, for large registries.
+    """
+    cells = {name: frame.size for name, frame in tables.items()}
+    if sum(cells.values()) < 2_000_000 or threading.active_count() > 1 or (os.cpu_count() or 1) < 2:
+        return set()
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return set()
+    helper: set[str] = set()
+    loads = [0, 0]  # helper, this process
+    for name in sorted(cells, key=lambda name: -cells[name]):
+        side = 0 if loads[0] <= loads[1] else 1
+        loads[side] += cells[name]
+        if side == 0:
+            helper.add(name)
+    return helper
+
+
 def write_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, out_dir: str | Path) -> list[Path]:
-    """Write ``<table>.csv`` for each table and ``truth.json``: every file is written to a temporary
-    name in ``out_dir`` first and renamed into place only when all are written."""
+    """Write ``<table>.csv`` for each table (pandas ``to_csv``) and ``truth.json``.
+
+    Every file is written to a temporary name in ``out_dir`` first and renamed into place only when
+    all are written. For a large registry, about half the tables are written by a forked process when
+    that is safe (the files are identical either way).
+    """
     out_dir = Path(out_dir)
     _prepare_folder(out_dir)
     staged: list[tuple[str, Path]] = []
+    helper = None
     try:
-        for name, frame in tables.items():
+        for name in tables:
             handle, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}-", suffix=".tmp")
+            os.close(handle)
             staged.append((temp, out_dir / f"{name}.csv"))
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-                frame.to_csv(stream, index=False, lineterminator="\n")
+        paths = dict(zip(tables, (temp for temp, _ in staged), strict=True))
+        delegated = _split_for_helper(tables)
+        if delegated:
+            jobs = [(tables[name], paths[name]) for name in delegated]
+            helper = multiprocessing.get_context("fork").Process(target=_write_csvs, args=(jobs,), daemon=True)
+            helper.start()
+        for name, frame in tables.items():
+            if name not in delegated:
+                _write_csv(frame, paths[name])
         if truth is not None:
             handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".truth-", suffix=".tmp")
             staged.append((temp, out_dir / "truth.json"))
             with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
                 stream.write(json.dumps(truth, indent=2, allow_nan=False) + "\n")
+        if helper is not None:
+            helper.join()
+            failed, helper = helper.exitcode, None
+            if failed:
+                raise UsageError(f"-o: writing {', '.join(sorted(delegated))} to {out_dir} failed (exit status {failed})")
+        mode = _file_mode()
         for temp, target in staged:
+            os.chmod(temp, mode)  # mkstemp makes 0600 files; give them the usual permissions
             os.replace(temp, target)
         written = [target for _, target in staged]
         staged = []
@@ -727,8 +786,15 @@ def write_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, ou
     except OSError as exc:
         raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
     finally:
+        if helper is not None:
+            helper.terminate()
+            helper.join()
         for temp, _ in staged:
             Path(temp).unlink(missing_ok=True)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def simulate_command(args) -> int:
@@ -748,7 +814,7 @@ def simulate_command(args) -> int:
         f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}) in {time.perf_counter() - started:.1f} s: "
         f"{rows['relapses']:,} relapse rows, {rows['administrations']:,} administrations, {rows['edss']:,} EDSS, "
         f"{rows['titers']:,} titers, {rows['adverse_events']:,} adverse events; true ARR {params.pre_rate:g} -> "
-        f"{params.post_rate:g} (crude {rates['pre']:.3f} -> {rates['post']:.3f}); wrote {args.output}/truth.json",
+        f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {args.output}/truth.json",
         file=sys.stderr,
     )
     return 0

@@ -204,7 +204,34 @@ def parse_yaml(text: str, origin: str) -> Any:
         raise SpecError("", f"{origin} is not valid YAML{where}: {problem}") from None
 
 
-def read_spec_file(path: Path) -> tuple[dict, str]:
+def _merge(base: dict, override: dict) -> dict:
+    """Deep merge of mappings; lists and scalars of ``override`` replace those of ``base``."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def read_spec_file(path: Path, _chain: tuple[Path, ...] = ()) -> tuple[dict, str]:
+    """Read a spec file; ``extends: other.yaml`` deep-merges this file over another spec."""
+    raw, digest = _read_one_spec_file(path)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw, digest
+    if not isinstance(base, str):
+        raise SpecError("extends", f"expected the path of another spec file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in (*_chain, path.resolve()):
+        raise SpecError("extends", f"{path} extends itself through {base_path}")
+    base_raw, base_digest = read_spec_file(base_path, (*_chain, path.resolve()))
+    if isinstance(base_raw.get("data"), dict) and "path" in base_raw["data"]:  # keep base-relative paths
+        base_raw["data"] = {**base_raw["data"], "path": str((base_path.parent / str(base_raw["data"]["path"])).resolve())}
+    if isinstance(base_raw.get("plugins"), list):
+        base_raw["plugins"] = [str((base_path.parent / str(p)).resolve()) for p in base_raw["plugins"]]
+    return _merge(base_raw, raw), hashlib.sha256((base_digest + digest).encode()).hexdigest()
+
+
+def _read_one_spec_file(path: Path) -> tuple[dict, str]:
     if not path.exists():
         raise SpecError("", f"spec file not found: {path}")
     if path.is_dir():

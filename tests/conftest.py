@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+
 import pytest
 from hypothesis import settings
 
 from endpointkit.cli import main
-
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=60, deadline=None)

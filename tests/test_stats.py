@@ -7,7 +7,13 @@ from scipy import stats
 from endpointkit.endpoint import Row
 from endpointkit.results import format_display, format_p
 from endpointkit.spec import TableSection
-from endpointkit.stats import PairedTestSettings, paired_test_row, proportion_row, quartiles, resolve_wilcoxon_method
+from endpointkit.stats import (
+    PairedTestSettings,
+    paired_test_row,
+    proportion_row,
+    quartiles,
+    resolve_wilcoxon_method,
+)
 
 TIMES = [9, 14, 22, 33, 41, 52]
 
