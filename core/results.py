@@ -126,7 +126,7 @@ def check_rows(rows: Any) -> str | None:
                 return f"row '{row.measure}': {name} must be a number, got {value!r}"
         if row.n is not None and row.n < 0:
             return f"row '{row.measure}': n is negative"
-        if row.count is not None and row.n is not None and row.count > row.n:
+        if row.stat == "proportion" and row.count is not None and row.n is not None and row.count > row.n:
             return f"row '{row.measure}': count {row.count} exceeds n {row.n}"
         if row.stat in ("proportion", "km") and row.estimate is not None and not 0 <= row.estimate <= 1:
             return f"row '{row.measure}': a proportion must lie in [0, 1], got {row.estimate}"
