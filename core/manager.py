@@ -155,7 +155,7 @@ def get_plugin_manager(*, entrypoints: bool = True, files: tuple[Path, ...] = ()
     registries = {kind: Registry(kind) for kind in KINDS}
     for kind, hook_name in KINDS.items():
         hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
+        for impl in hook.get_hookimpls():  # registration order, built-ins first
             provider = impl.plugin_name
             for item in impl.function() or ():
                 registries[kind].add(item, provider)
