@@ -25,8 +25,17 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check core plugins tests specs $(wildcard benchmarks)
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+# pymsprog (the .[bench] extra) pins pandas<3 and numpy<2: it gets a venv of its own in the
+# git-ignored benchmarks/data/, and benchmarks/run.py runs it there in a subprocess.
+BENCH_VENV := benchmarks/data/pymsprog-venv
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(BIN)/python -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet '.[bench]'
+	touch $@
+
+bench: $(STAMP) $(BENCH_VENV)/.installed
+	$(BIN)/python benchmarks/run.py --msprog-python $(BENCH_VENV)/bin/python
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EndpointkitError
+from .errors import EndpointkitError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +87,10 @@ def cmd_run(args) -> int:
     spec.plugins.renderers.get(fmt, "--format")
     if args.output:
         check_writable(args.output)
+    if args.plot:  # checked before the computation, not after it
+        if args.plot.suffix.lower() not in (".png", ".svg"):
+            raise UsageError(f"--plot: expected a .png or .svg file name, got {args.plot.name}")
+        check_writable(args.plot.parent, "--plot")
     progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
     results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
     files = render_files(results, fmt) if args.output else None

@@ -64,6 +64,16 @@ class Cohort:
         """A canonical table restricted to the analysed patients (relapses already cleaned)."""
         return self.tables.get(name, empty_table(name))
 
+    def memo(self, ctx, key: tuple, compute):
+        """``ctx.cached(key, compute)`` for a derivation from this cohort (its per-patient frame, say).
+
+        The key is extended with this cohort's identity, and the cache holds the cohort with the
+        value, so the identity cannot be reused while the entry exists. Sensitivity variants that
+        share the cohort and the settings in ``key`` reuse the derivation. Treat the value as
+        read-only (copy a frame before adding columns).
+        """
+        return ctx.cached(("cohort.memo", id(self), *key), lambda: (self, compute()))[1]
+
     def with_table(self, name: str, frame: pd.DataFrame) -> Cohort:
         """A copy of the cohort with one table replaced (e.g. only severe relapses)."""
         return dataclasses.replace(self, tables={**self.tables, name: frame})
@@ -82,17 +92,50 @@ def _days(later: pd.Series, earlier: pd.Series) -> pd.Series:
     return (later - earlier).dt.days
 
 
-def _latest_record_date(tables: dict[str, pd.DataFrame], patients: pd.DataFrame) -> pd.Series:
-    """Latest date recorded for each patient in any table (for a missing last_followup_date)."""
+def _latest_record_date(tables: dict[str, pd.DataFrame], patients: pd.DataFrame,
+                        codes: dict[str, np.ndarray] | None = None, wanted: np.ndarray | None = None) -> pd.Series:
+    """Latest date recorded for each patient in any table (for a missing last_followup_date).
+
+    With ``codes`` (each table's rows as positions in ``patients``) and ``wanted`` (a mask over
+    ``patients``), only the wanted patients' records are gathered: the same dates for them.
+    """
     parts = []
     for name, frame in tables.items():
+        rows = None if codes is None or wanted is None else _take_codes(codes[name], wanted)
         for column in TABLES[name].dates:
             if column in frame:
-                parts.append(frame[["patient_id", column]].rename(columns={column: "d"}))
+                part = frame[["patient_id", column]] if rows is None else frame[["patient_id", column]].iloc[rows]
+                parts.append(part.rename(columns={column: "d"}))
     for column in TABLES["patients"].dates:
-        parts.append(patients[["patient_id", column]].rename(columns={column: "d"}))
+        part = patients[["patient_id", column]] if wanted is None else patients[["patient_id", column]][wanted]
+        parts.append(part.rename(columns={column: "d"}))
     stacked = pd.concat(parts, ignore_index=True).dropna(subset=["d"])
     return stacked.groupby("patient_id")["d"].max()
+
+
+def _take_codes(codes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row positions whose patient (a position in the patients table, -1 = unknown) is wanted."""
+    return np.flatnonzero((codes >= 0) & wanted[np.clip(codes, 0, None)]) if codes.size else np.zeros(0, dtype=np.int64)
+
+
+def _named(values: pd.Series, wanted: str) -> np.ndarray:
+    """``values.astype(str).str.strip().str.casefold() == wanted``, evaluated once per distinct value."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    matches = (pd.Series(uniques, dtype=values.dtype).astype(str).str.strip().str.casefold() == wanted).to_numpy(dtype=bool)
+    return matches[codes] if codes.size else np.zeros(0, dtype=bool)
+
+
+def _group_extreme(codes: np.ndarray, days: pd.Series, n: int, largest: bool) -> pd.Series:
+    """Earliest (or latest) date per patient position (NaT where none), from rows coded by patient."""
+    values = days.to_numpy(dtype="datetime64[ns]")
+    ok = (codes >= 0) & ~np.isnat(values)
+    as_int = values[ok].view(np.int64)
+    fill = np.iinfo(np.int64).min if largest else np.iinfo(np.int64).max
+    out = np.full(n, fill, dtype=np.int64)
+    (np.maximum if largest else np.minimum).at(out, codes[ok], as_int)
+    result = out.view("datetime64[ns]").copy()
+    result[out == fill] = np.datetime64("NaT")
+    return pd.Series(result)
 
 
 def clean_relapses(relapses: pd.DataFrame, settings, quality: QualityLog) -> pd.DataFrame:
@@ -160,25 +203,43 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
             frame = frame[~after]
         tables[name] = frame
 
+    # every record's patient as a position in `patients` (-1: not a patient), computed once
+    pid = patients["patient_id"]
+    n_all = len(patients)
+    ids = pd.Index(pid)
+    coded = ids.is_unique and pid.index.is_unique  # else the general (slower) pandas path below
+    codes = {name: (ids.get_indexer(frame["patient_id"]) if coded else None) for name, frame in tables.items()}
+
     # index date: first course of the index treatment, else its first administration
     treatments = tables["treatments"]
     wanted = settings.index_treatment.strip().casefold()
-    is_index = treatments["treatment"].astype(str).str.strip().str.casefold() == wanted
+    is_index = _named(treatments["treatment"], wanted)
     courses = treatments[is_index].sort_values(["patient_id", "start_date", LINE], kind="stable")
     restart = courses["patient_id"].duplicated(keep="first")
     quality.add("treatments", courses[restart], f"later course of {settings.index_treatment}; only the first course is analysed", "ignored")
     first = courses[~restart].set_index("patient_id")
     admins = tables.get("administrations", empty_table("administrations"))
-    index_admins = admins[admins["treatment"].astype(str).str.strip().str.casefold() == wanted]
-    first_admin = index_admins.groupby("patient_id")["date"].min()
+    admin_is_index = _named(admins["treatment"], wanted)
+    index_admins = admins[admin_is_index]
+    admin_codes = codes.get("administrations")
+    if admin_codes is not None:
+        index_admin_codes = admin_codes[admin_is_index]
+        first_admin_by_row = _group_extreme(index_admin_codes, index_admins["date"], n_all, largest=False)
+        first_admin_by_row.index = pid.index
+    else:
+        first_admin_by_row = _lookup(pid, index_admins.groupby("patient_id")["date"].min())
 
-    pid = patients["patient_id"]
-    patients["index_date"] = _lookup(pid, first["start_date"]).fillna(_lookup(pid, first_admin)).astype("datetime64[ns]")
+    patients["index_date"] = _lookup(pid, first["start_date"]).fillna(first_admin_by_row).astype("datetime64[ns]")
     patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
     patients["index_stop_reason"] = _lookup(pid, first["stop_reason"])
 
-    # last follow-up: missing -> latest date recorded anywhere (reported)
-    latest = _lookup(pid, _latest_record_date(tables, patients)).astype("datetime64[ns]")
+    # last follow-up: missing -> latest date recorded anywhere (reported); only needed where missing
+    blank_fu = patients["last_followup_date"].isna().to_numpy()
+    if coded:
+        latest_dates = _latest_record_date(tables, patients, codes, blank_fu)
+    else:
+        latest_dates = _latest_record_date(tables, patients)
+    latest = _lookup(pid, latest_dates).astype("datetime64[ns]")
     missing_fu = patients["last_followup_date"].isna() & latest.notna()
     quality.add("patients", patients[missing_fu], "last_followup_date missing; replaced by the latest date recorded for the patient", "replaced")
     last_followup = patients["last_followup_date"].fillna(latest)
@@ -187,9 +248,18 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     patients["last_followup"] = last_followup
 
     # treatment end: end_date, else last administration + grace (capped at last follow-up), else last follow-up
-    on_course = index_admins.merge(patients[["patient_id", "index_date"]], on="patient_id")
-    on_course = on_course[on_course["date"] >= on_course["index_date"]]
-    last_admin = _lookup(pid, on_course.groupby("patient_id")["date"].max()).astype("datetime64[ns]")
+    if admin_codes is not None:
+        index_day = patients["index_date"].to_numpy(dtype="datetime64[ns]")
+        known = index_admin_codes >= 0
+        on_or_after = np.zeros(index_admin_codes.size, dtype=bool)
+        admin_day = index_admins["date"].to_numpy(dtype="datetime64[ns]")
+        on_or_after[known] = admin_day[known] >= index_day[index_admin_codes[known]]  # NaT compares False
+        last_admin = _group_extreme(np.where(on_or_after, index_admin_codes, -1), index_admins["date"], n_all, largest=True)
+        last_admin.index = pid.index
+    else:
+        on_course = index_admins.merge(patients[["patient_id", "index_date"]], on="patient_id")
+        on_course = on_course[on_course["date"] >= on_course["index_date"]]
+        last_admin = _lookup(pid, on_course.groupby("patient_id")["date"].max()).astype("datetime64[ns]")
     by_admin = (last_admin + pd.Timedelta(days=settings.grace_days)).where(
         last_followup.isna() | (last_admin + pd.Timedelta(days=settings.grace_days) <= last_followup), last_followup
     )
@@ -217,9 +287,16 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
         keep = criteria_registry.get(criterion.kind, "cohort.criteria").keep(patients, criterion.value)
         exclude(~keep.astype(bool), criterion.name)
 
-    patients = patients.reset_index(drop=True)
-    analysed = set(patients["patient_id"])
-    tables = {name: frame[frame["patient_id"].isin(analysed)] for name, frame in tables.items()}
+    if coded:  # the same rows as isin(analysed ids), from the codes
+        kept = np.zeros(n_all, dtype=bool)
+        kept[pid.index.get_indexer(patients.index)] = True
+        tables = {name: (frame.copy(deep=False) if kept.all() and (codes[name] >= 0).all() else frame.iloc[_take_codes(codes[name], kept)])
+                  for name, frame in tables.items()}
+        patients = patients.reset_index(drop=True)
+    else:
+        patients = patients.reset_index(drop=True)
+        analysed = set(patients["patient_id"])
+        tables = {name: frame[frame["patient_id"].isin(analysed)] for name, frame in tables.items()}
     if "relapses" in tables:
         tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
 

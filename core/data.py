@@ -107,6 +107,8 @@ def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected
     first = rows.iloc[0]
     more = f" ({len(rows) - 1} more rows like this)" if len(rows) > 1 else ""
     value = first.get(column, "")
+    if isinstance(value, np.generic):  # show 0.5, not np.float64(0.5)
+        value = value.item()
     raise DataError(table, f"{expected}, got {value!r}{more}", line=int(first[LINE]), column=column)
 
 
@@ -151,6 +153,17 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
         missing = [user for user in mapping.values() if user not in frame.columns]
         if missing:
             raise DataError(name, f"column '{missing[0]}' named in data.columns.{name} is not in the file; columns: {', '.join(map(str, frame.columns))}")
+        targets: dict[str, str] = {}
+        for canonical, user in mapping.items():
+            if user in targets:
+                raise DataError(name, f"data.columns.{name} maps both '{targets[user]}' and '{canonical}' to the column '{user}'; expected one column each")
+            targets[user] = canonical
+        for canonical, user in mapping.items():
+            if canonical != user and canonical in frame.columns and canonical not in mapping.values():
+                raise DataError(
+                    name, f"data.columns.{name} maps the column '{user}' onto '{canonical}', but the file already has a column "
+                    f"'{canonical}'; expected one column per name (rename or map the other one too)", column=canonical,
+                )
         frame = frame.rename(columns={user: canonical for canonical, user in mapping.items()})
     for column in schema.required:
         if column not in frame.columns:
@@ -180,15 +193,53 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
     return frame
 
 
+def _text(value: object) -> str:
+    """A value as a message shows it: dates as YYYY-MM-DD, missing as 'blank'."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "blank"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _check_conflicts(name: str, frame: pd.DataFrame, keys: list[str], values: list[str], what: str) -> None:
+    """Two records with the same keys must agree on ``values``: otherwise which one is used would
+    depend on the order of the rows in the file."""
+    if len(frame) < 2:
+        return
+    work = frame[[*keys, *values, LINE]]
+    if not work.duplicated(keys, keep=False).any():
+        return
+    distinct = work.sort_values(LINE, kind="stable").drop_duplicates([*keys, *values])
+    second = distinct.duplicated(keys, keep="first")
+    if not second.any():
+        return
+    row = distinct[second].iloc[0]
+    same = (distinct[keys] == row[keys]).all(axis=1) | (distinct[keys].isna() & row[keys].isna()).all(axis=1)
+    first = distinct[same & ~second].iloc[0]
+    column = next(c for c in values if _text(row[c]) != _text(first[c]))
+    when = " ".join(_text(row[k]) for k in keys[1:])
+    raise DataError(
+        name, f"expected one {what}; {row['patient_id']} has {_text(row[column])} here but {_text(first[column])} "
+        f"on line {int(first[LINE])} for the same {when} (remove or correct one of them)",
+        line=int(row[LINE]), column=column,
+    )
+
+
 def _check_values(name: str, frame: pd.DataFrame) -> None:
     if name == "patients":
         _fail(name, frame, frame["patient_id"].duplicated(), "patient_id", "expected unique patient ids; duplicate")
     if name == "treatments":
         bad = frame["end_date"].notna() & (frame["end_date"] < frame["start_date"])
         _fail(name, frame, bad, "end_date", "expected an end date on or after start_date")
+        courses = frame.assign(_treatment=frame["treatment"].astype(str).str.strip().str.casefold())
+        _check_conflicts(name, courses, ["patient_id", "_treatment", "start_date"], ["end_date", "stop_reason"],
+                         "end_date and stop_reason per patient, treatment and start date")
     if name == "edss":
         on_grid = np.isin(frame["score"].to_numpy(), EDSS_GRID)
         _fail(name, frame, ~pd.Series(on_grid, index=frame.index), "score", "expected an EDSS score on the grid 0, 1.0, 1.5, ..., 9.5, 10 (0.5 is not a score)")
+    if name == "administrations":
+        _fail(name, frame, frame["dose"] < 0, "dose", "expected a number >= 0")
     if name == "titers":
         value, negative, valid = parse_titers(frame["titer"])
         _fail(name, frame, ~valid, "titer", "expected a titer such as 1:480, 480, negative, neg or <1:10")

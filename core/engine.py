@@ -1,11 +1,15 @@
 """The pipeline: spec -> data -> cohort -> endpoints -> results, for the primary run and every variant.
 
 Variants share the loaded data; the cohort and any derivation an endpoint memoises through
-``Context.cached`` are rebuilt only when a setting they depend on changes.
+``Context.cached`` are rebuilt only when a setting they depend on changes. An endpoint's result is a
+function of the cohort, its params and the statistics settings only, so a variant that changes none
+of them for an endpoint reuses the result already computed (a 32-variant grid over four settings
+computes each endpoint only once per distinct combination of the settings it depends on).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
@@ -19,6 +23,7 @@ from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
 from .errors import EndpointkitError, SpecError, UsageError
 from .manager import Plugins
+from .params import params_dict
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
 
@@ -39,10 +44,29 @@ def _cohort_key(spec: Spec) -> str:
     return json.dumps([resolved, str(spec.cohort.cutoff)], sort_keys=True, default=str)
 
 
+def _result_key(cohort_key: str, plugin: str, params, ctx: Context) -> tuple:
+    """What an endpoint's result depends on: the cohort, the plugin, its params, the statistics settings."""
+    settings = json.dumps(params_dict(params), sort_keys=True, default=str) if dataclasses.is_dataclass(params) else repr(params)
+    return ("endpoint", cohort_key, plugin, type(params).__qualname__, settings,
+            ctx.quantile_method, repr(ctx.paired_test), ctx.year_days)
+
+
+def _shared(result: EndpointResult) -> EndpointResult:
+    """A cached result for another variant: its own (copy-on-write) per-patient frame and lists."""
+    per_patient = result.per_patient.copy(deep=False) if isinstance(result.per_patient, pd.DataFrame) else result.per_patient
+    return dataclasses.replace(result, rows=list(result.rows), per_patient=per_patient, notes=list(result.notes),
+                               excluded=dict(result.excluded))
+
+
 def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
-    """Run every endpoint of one (validated) variant spec on the loaded data."""
+    """Run every endpoint of one (validated) variant spec on the loaded data.
+
+    ``cache`` is shared by the variants of a run: it holds the cohort (by cohort settings) and each
+    endpoint result (by :func:`_result_key`), so a result is computed once per distinct setting.
+    """
     started = time.perf_counter()
-    key = ("cohort", _cohort_key(spec))
+    cohort_key = _cohort_key(spec)
+    key = ("cohort", cohort_key)
     if key not in cache:
         try:
             cache[key] = build_cohort(data, spec.cohort, plugins.criteria)
@@ -66,9 +90,15 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
         if only and endpoint_spec.id not in only:
             continue
         endpoint_cls = plugins.endpoints.items[endpoint_spec.plugin]
+        result_key = _result_key(cohort_key, endpoint_spec.plugin, endpoint_spec.params, ctx)
         try:
-            result = endpoint_cls().compute(cohort, endpoint_spec.params, ctx)
-            problem = _check_result(result)
+            if result_key in cache:
+                result, problem = _shared(cache[result_key]), None
+            else:
+                result = endpoint_cls().compute(cohort, endpoint_spec.params, ctx)
+                problem = _check_result(result)
+                if not problem:
+                    cache[result_key] = result
         except EndpointkitError as exc:  # a user's mistake found while computing: exit 2
             where = getattr(exc, "path", "") or ""
             raise SpecError(f"endpoints[{position}]" + (f".{where}" if where else ""), getattr(exc, "message", str(exc))) from None

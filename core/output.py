@@ -15,14 +15,14 @@ from .errors import UsageError
 from .results import Results
 
 
-def check_writable(out_dir: Path) -> None:
+def check_writable(out_dir: Path, option: str = "-o") -> None:
     """Fail early (before any computation) when the output folder cannot be written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".endpointkit-check-"):
             pass
     except OSError as exc:
-        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+        raise UsageError(f"{option}: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
 
 
 def _csv(frame: pd.DataFrame) -> str:

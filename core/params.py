@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import re
 import types
 import typing
@@ -18,6 +19,12 @@ from typing import Any, Literal
 from .errors import SpecError, one_of, suggest
 
 MONTH_DAYS = 365.25 / 12
+MAX_DAYS = 36_525  # 100 years: the default ceiling of day counts and durations (pandas dates end in 2262)
+MAX_MONTHS = 1_200
+
+
+class OutOfRange(SpecError):
+    """A value of the right type outside its bounds (reported as is, even inside a union)."""
 
 
 def param(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - 'help' reads best here
@@ -89,9 +96,12 @@ def coerce(value: Any, tp: Any, path: str, field: dataclasses.Field | None = Non
         errors = []
         for option in typing.get_args(tp):
             try:
-                return coerce(value, option, path)
+                return coerce(value, option, path, field)
             except SpecError as err:
                 errors.append(err)
+        for err in errors:
+            if isinstance(err, OutOfRange):  # the right kind of value, only too small or too large
+                raise err
         raise SpecError(path, f"expected {_type_name(tp)}, got {value!r}{_suggest_union(value, tp)}")
     if tp is type(None):
         if value is None:
@@ -106,7 +116,7 @@ def coerce(value: Any, tp: Any, path: str, field: dataclasses.Field | None = Non
         (inner,) = typing.get_args(tp) or (Any,)
         if not isinstance(value, list):
             raise SpecError(path, f"expected a list, got {value!r}")
-        return [coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, inner, f"{path}[{i}]", field) for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -117,10 +127,10 @@ def coerce(value: Any, tp: Any, path: str, field: dataclasses.Field | None = Non
             return value
         raise SpecError(path, f"expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             _check_bounds(value, path, field)
             return float(value)
-        raise SpecError(path, f"expected a number, got {value!r}")
+        raise SpecError(path, f"expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, str) and value.strip():
             return value
@@ -129,6 +139,8 @@ def coerce(value: Any, tp: Any, path: str, field: dataclasses.Field | None = Non
         parsed = Duration.parse(value) if isinstance(value, str) else None
         if parsed is None or parsed.days <= 0:
             raise SpecError(path, f"expected a positive duration such as '18 months', got {value!r}")
+        if parsed.days > MAX_DAYS:
+            raise OutOfRange(path, f"expected a duration of at most 100 years, got {value!r}")
         return parsed
     if tp is dt.date:
         if isinstance(value, dt.datetime):
@@ -153,15 +165,26 @@ def _suggest_union(value: Any, tp: Any) -> str:
     return suggest(value, literals) if isinstance(value, str) else ""
 
 
+def _default_max(name: str) -> int | None:
+    """Counts of days or months are capped at 100 years unless the field says otherwise."""
+    if name.endswith("_days"):
+        return MAX_DAYS
+    if name.endswith("_months"):
+        return MAX_MONTHS
+    return None
+
+
 def _check_bounds(value: float, path: str, field: dataclasses.Field | None) -> None:
+    """Numbers are >= 0 unless the field's metadata sets ``min`` (None = unbounded) or ``max``."""
     if field is None:
         return
     low = field.metadata.get("min", 0)
-    high = field.metadata.get("max")
+    high = field.metadata.get("max", _default_max(field.name))
     if low is not None and value < low:
-        raise SpecError(path, f"expected a value >= {low}, got {value!r}")
+        raise OutOfRange(path, f"expected a value >= {low}, got {value!r}")
     if high is not None and value > high:
-        raise SpecError(path, f"expected a value <= {high}, got {value!r}")
+        years = " (100 years)" if high in (MAX_DAYS, MAX_MONTHS) else ""
+        raise OutOfRange(path, f"expected a value <= {high}{years}, got {value!r}")
 
 
 def build_params(params_cls: type, raw: Any, path: str) -> Any:

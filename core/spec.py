@@ -25,6 +25,7 @@ from .params import build_params, param, params_dict
 from .stats import QUANTILE_METHODS, PairedTestSettings
 
 MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 1_000_000  # values after expanding aliases (a billion-laughs bomb has 9**9)
 MAX_SPEC_BYTES = 2_000_000
 
 
@@ -178,7 +179,7 @@ class Spec:
 
 
 class _SafeLoader(yaml.SafeLoader):
-    """SafeLoader (no Python tags) that also refuses alias bombs."""
+    """SafeLoader (no Python tags) that also refuses alias bombs and duplicate keys."""
 
     def __init__(self, stream):
         super().__init__(stream)
@@ -191,17 +192,78 @@ class _SafeLoader(yaml.SafeLoader):
                 raise SpecError("", f"the YAML uses more than {MAX_YAML_ALIASES} aliases; refusing (alias bomb?)")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        """A key given twice in one mapping is an error (YAML would keep the last one silently)."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node):
+        """A date that does not exist (2019-02-30) stays text, so validation names its spec path."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_SafeLoader.add_constructor("tag:yaml.org,2002:timestamp", _SafeLoader.construct_yaml_timestamp)
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse YAML whose aliases expand to too many values, or that refers to itself."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise SpecError("", "the YAML refers to itself through an alias (a recursive structure); refusing")
+        active.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        active.discard(key)
+        sizes[key] = total
+        if total > MAX_YAML_NODES:
+            raise SpecError("", f"the YAML expands to more than {MAX_YAML_NODES:,} values through aliases; refusing (alias bomb?)")
+        return total
+
+    size(root)
+
 
 def parse_yaml(text: str, origin: str) -> Any:
+    loader = _SafeLoader(text)
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
     except SpecError:
         raise
+    except RecursionError:
+        raise SpecError("", f"{origin} is nested too deeply to be a study spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError("", f"{origin} is not valid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -321,8 +383,10 @@ def _endpoints(raw: dict, plugins: Plugins) -> tuple[EndpointSpec, ...]:
             if key not in ("id", "plugin", "params", "title"):
                 raise SpecError(f"{path}.{key}", f"unknown key{suggest(key, ['id', 'plugin', 'params', 'title'])}; valid keys: id, plugin, params, title")
         plugin_name = item.get("plugin")
-        if not isinstance(plugin_name, str):
+        if plugin_name is None:
             raise SpecError(f"{path}.plugin", "missing: name the endpoint plugin, e.g. arr_change")
+        if not isinstance(plugin_name, str):
+            raise SpecError(f"{path}.plugin", f"expected the name of an endpoint plugin such as arr_change, got {plugin_name!r}")
         endpoint = plugins.endpoints.get(plugin_name, f"{path}.plugin")
         endpoint_id = item.get("id", plugin_name)
         if not isinstance(endpoint_id, str) or not ID_PATTERN.match(endpoint_id):
@@ -331,6 +395,8 @@ def _endpoints(raw: dict, plugins: Plugins) -> tuple[EndpointSpec, ...]:
             raise SpecError(f"{path}.id", f"duplicate endpoint id '{endpoint_id}' (also endpoints[{seen[endpoint_id]}])")
         seen[endpoint_id] = i
         params = build_params(endpoint.Params, item.get("params"), f"{path}.params")
+        if item.get("title") is not None and not isinstance(item["title"], str | int | float):
+            raise SpecError(f"{path}.title", f"expected a title (text), got {item['title']!r}")
         title = item.get("title") or endpoint.title or plugin_name
         out.append(EndpointSpec(id=endpoint_id, plugin=plugin_name, params=params, title=str(title)))
     return tuple(out)
@@ -473,6 +539,9 @@ def _target(raw: dict, dotted: str, where: str, primary: Spec | None = None) -> 
     if len(parts) < 2 or not all(parts):
         raise SpecError(where, f"expected a dotted path such as arr.post_lag_days or cohort.grace_days, got '{dotted}'")
     head = parts[0]
+    if head == "data" and parts[1] != "cutoff":
+        raise SpecError(where, f"'{dotted}' cannot vary: every variant analyses the same loaded data; "
+                               "expected data.cutoff, cohort.<...>, statistics.<...>, table.<...> or <endpoint id>.<param>")
     if head in ("cohort", "statistics", "data", "table"):
         node = raw.setdefault(head, {}) if isinstance(raw.get(head), dict) or head not in raw else raw[head]
         for part in parts[1:-1]:

@@ -128,6 +128,8 @@ def _signed_rank_permutation_p(diff: np.ndarray, zero_method: str) -> float:
     """
     keep = diff != 0 if zero_method == "wilcox" else np.ones(diff.size, dtype=bool)
     d = diff[keep]
+    if np.count_nonzero(d) < 2:  # one sign flip or none: both tails hold everything (scipy gives 1)
+        return 1.0
     ranks = stats.rankdata(np.abs(d))
 
     def positive_rank_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -36,7 +36,8 @@ class ArrParams:
 def window_starts(cohort, params: ArrParams, relapses: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Start of each patient's pre window and the reason a patient has none."""
     patients = cohort.patients
-    onset = patients["onset_date"].fillna(patients["patient_id"].map(relapses.groupby("patient_id")["onset_date"].min()))
+    earliest = relapses.groupby("patient_id")["onset_date"].min().astype("datetime64[ns]")
+    onset = patients["onset_date"].fillna(pd.Series(earliest.reindex(patients["patient_id"]).to_numpy(), index=patients.index))
     index = patients["index_date"]
     window = params.pre_window
     reason = pd.Series(pd.NA, index=patients.index, dtype="object")
@@ -123,7 +124,9 @@ class ArrChange(Endpoint):
     headline = ("pre", "post", "paired_test", "responders")
 
     def compute(self, cohort, params: ArrParams, ctx) -> EndpointResult:
-        frame = compute_arr(cohort, params, ctx.year_days)
+        # the per-patient derivation does not depend on the statistics settings: shared by variants
+        frame = cohort.memo(ctx, ("arr_change", repr(params), ctx.year_days),
+                            lambda: compute_arr(cohort, params, ctx.year_days)).copy(deep=False)
         used = frame[frame["included"]]
         n = len(used)
         if params.summary == "crude":

@@ -7,6 +7,7 @@ import pandas as pd
 from endpointkit import hookimpl
 from endpointkit.errors import SpecError
 from endpointkit.expr import Expression
+from endpointkit.params import MAX_MONTHS
 
 
 class Where:
@@ -31,8 +32,8 @@ class MinTreatmentMonths:
     description = "Keep patients with (treatment end - index) >= M months (treatment_end rule)."
 
     def validate(self, value, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise SpecError(path, f"expected a number of months >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_MONTHS:
+            raise SpecError(path, f"expected a number of months >= 0 (and at most {MAX_MONTHS}), got {value!r}")
         return float(value)
 
     def keep(self, patients: pd.DataFrame, value: float) -> pd.Series:

@@ -98,7 +98,7 @@ class Discontinuation(Endpoint):
     headline = ("discontinued", "time_to_discontinuation_months")
 
     def compute(self, cohort, params: DiscontinuationParams, ctx) -> EndpointResult:
-        frame = compute_discontinuation(cohort, params)
+        frame = cohort.memo(ctx, ("discontinuation", repr(params)), lambda: compute_discontinuation(cohort, params)).copy(deep=False)
         n = len(frame)
         which = "for " + " or ".join(r.strip().lower() for r in params.reasons) if params.reasons else "for any reason"
         rows = [

@@ -275,7 +275,8 @@ class EdssProgression(Endpoint):
         n = len(patients)
         index_day = _days(patients["index_date"])
         end_day = _days(patients["followup_end"])
-        s = usable_scores(cohort, params, n)
+        s = cohort.memo(ctx, ("edss_progression.usable_scores", params.exclude_within_relapse_days),
+                        lambda: usable_scores(cohort, params, n))  # read-only below; shared by variants
 
         base = pick_baseline(s, params, index_day, n)
         has_base = base >= 0

@@ -138,7 +138,7 @@ class RelapseFree(Endpoint):
         return cls.headline
 
     def compute(self, cohort, params: RelapseFreeParams, ctx) -> EndpointResult:
-        frame = compute_relapse_free(cohort, params)
+        frame = cohort.memo(ctx, ("relapse_free", repr(params)), lambda: compute_relapse_free(cohort, params)).copy(deep=False)
         used = frame[frame["included"]]
         n = len(used)
         free = int(used["relapse_free"].sum())

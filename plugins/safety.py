@@ -148,8 +148,12 @@ class Safety(Endpoint):
     headline = ("any_ae", "severe_ae", "severe_ae_led_to_discontinuation")
 
     def compute(self, cohort, params: SafetyParams, ctx) -> EndpointResult:
-        events = classify_events(cohort, params)
-        frame = per_patient_frame(cohort, events, params, ctx.year_days)
+        def derive():
+            events = classify_events(cohort, params)
+            return events, per_patient_frame(cohort, events, params, ctx.year_days)
+
+        events, frame = cohort.memo(ctx, ("safety", repr(params), ctx.year_days), derive)  # shared by variants
+        frame = frame.copy(deep=False)
         n = len(frame)
         severe_words = SEVERE_WORDS[params.severe]
         labels = {

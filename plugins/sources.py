@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from endpointkit import hookimpl
+from endpointkit.data import LINE
 from endpointkit.errors import DataError
 
 
@@ -36,7 +37,7 @@ class CsvFolder:
             raise DataError(table, f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8", line=line) from None
         if not raw.strip():
             raise DataError(table, f"{path.name} is empty; expected a header line with the column names")
-        _check_ragged(raw, table)
+        lines = _record_lines(raw, table)
         try:
             frame = pd.read_csv(
                 io.BytesIO(raw), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
@@ -45,34 +46,61 @@ class CsvFolder:
         except pd.errors.ParserError as exc:
             raise DataError(table, f"cannot read {path.name}: {exc}") from None
         frame.columns = [str(c).strip() for c in frame.columns]
+        if len(lines) == len(frame) and LINE not in frame.columns:
+            frame[LINE] = lines  # the file's own line numbers, blank lines and quoted line breaks counted
         return frame, hashlib.sha256(raw).hexdigest()
 
 
-def _check_ragged(raw: bytes, table: str) -> None:
-    """Every row must have as many fields as the header (pandas pads short rows silently)."""
+def _check_header(header: list[str], table: str, line: int) -> None:
+    names = [name.strip() for name in header]
+    seen: set[str] = set()
+    for name in names:
+        if name and name in seen:
+            raise DataError(table, f"column '{name}' appears twice in the header; expected unique column names", line=line)
+        seen.add(name)
+
+
+def _record_lines(raw: bytes, table: str) -> np.ndarray:
+    """The line number where each record starts, checking that every row has as many fields as the
+    header (pandas pads short rows silently) and that the header names each column once."""
     body = raw.replace(b"\r\n", b"\n").rstrip(b"\n")
     if b'"' in body:
         import csv
 
-        rows = csv.reader(io.StringIO(body.decode("utf-8-sig")))
-        width = None
-        for number, row in enumerate(rows, start=1):
+        reader = csv.reader(io.StringIO(body.decode("utf-8-sig")))
+        width, starts, line = None, [], 1
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
             if width is None:
                 width = len(row)
-            elif row and len(row) != width:
-                raise DataError(table, f"expected {width} fields as in the header, found {len(row)}", line=number)
-        return
+                _check_header(row, table, start)
+            elif len(row) != width:
+                raise DataError(table, f"expected {width} fields as in the header, found {len(row)}", line=start)
+            else:
+                starts.append(start)
+        return np.asarray(starts, dtype=np.int64)
     data = np.frombuffer(body, dtype=np.uint8)
     newlines = np.flatnonzero(data == ord("\n"))
-    commas_before = np.cumsum(data == ord(","))
     ends = np.append(newlines, data.size)
+    commas_before = np.cumsum(data == ord(","))
     counts = np.diff(np.concatenate(([0], commas_before[ends - 1])))
-    lengths = np.diff(np.concatenate(([-1], ends)))
-    blank = lengths <= 1
-    bad = np.flatnonzero((counts != counts[0]) & ~blank)
+    visible_before = np.cumsum(~np.isin(data, np.frombuffer(b" \t\r\n", dtype=np.uint8)))
+    visible = np.diff(np.concatenate(([0], visible_before[ends - 1])))
+    blank = (visible == 0) & (counts == 0)
+    filled = np.flatnonzero(~blank)
+    if filled.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    header = filled[0]
+    first = 0 if header == 0 else newlines[header - 1] + 1
+    header_text = body[first:ends[header]].decode("utf-8-sig")
+    _check_header(header_text.split(","), table, int(header) + 1)
+    bad = np.flatnonzero((counts != counts[header]) & ~blank)
     if bad.size:
         line = int(bad[0]) + 1
-        raise DataError(table, f"expected {counts[0] + 1} fields as in the header, found {counts[bad[0]] + 1}", line=line)
+        raise DataError(table, f"expected {counts[header] + 1} fields as in the header, found {counts[bad[0]] + 1}", line=line)
+    return filled[1:].astype(np.int64) + 1
 
 
 @hookimpl

@@ -197,7 +197,8 @@ class TiterReduction(Endpoint):
     headline = ("pre", "post", "paired_test", "became_negative")
 
     def compute(self, cohort, params: TiterParams, ctx) -> EndpointResult:
-        frame, duplicates = pick_titers(cohort, params)
+        frame, duplicates = cohort.memo(ctx, ("titer_reduction", repr(params)), lambda: pick_titers(cohort, params))
+        frame = frame.copy(deep=False)  # columns are added below; the memoised frame is shared by variants
         frame["pre_value"], frame["pre_log2"] = analysis_values(frame["pre_reciprocal"], frame["pre_negative"], params)
         frame["post_value"], frame["post_log2"] = analysis_values(frame["post_reciprocal"], frame["post_negative"], params)
         has_pre, has_post = frame["pre_reciprocal"].notna(), frame["post_reciprocal"].notna()
