@@ -32,8 +32,7 @@ class Table:
 
 
 def _shown(spec, endpoint: str, measure: str) -> bool:
-    show = spec.table.show
-    return not show or endpoint in show or f"{endpoint}.{measure}" in show
+    return not spec.table.show or any(_matches(entry, endpoint, measure) for entry in spec.table.show)
 
 
 def build_table(result: VariantResult) -> Table:
@@ -55,12 +54,15 @@ def build_table(result: VariantResult) -> Table:
             n = "" if pd.isna(record.n) else str(int(record.n))
             rows.append([titles[endpoint.id] if first else "", label, n, record.display])
             first = False
-    return Table(
-        title=spec.table.title or spec.study.title,
-        headers=["Endpoint", "Measure", "n", "Result"],
-        rows=rows,
-        footnotes=footnotes(result) if spec.table.footnotes else list(spec.table.notes),
-    )
+    notes = footnotes(result) if spec.table.footnotes else list(spec.table.notes)
+    for entry in spec.table.show:
+        if not any(_matches(entry, e, m) for e, m in zip(frame["endpoint"], frame["measure"], strict=True)):
+            notes.append(f"table.show: '{entry}' matched no result row.")
+    return Table(title=spec.table.title or spec.study.title, headers=["Endpoint", "Measure", "n", "Result"], rows=rows, footnotes=notes)
+
+
+def _matches(entry: str, endpoint: str, measure: str) -> bool:
+    return entry in (endpoint, f"{endpoint}.{measure}")
 
 
 def footnotes(result: VariantResult) -> list[str]:
