@@ -112,34 +112,55 @@ def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected
     raise DataError(table, f"{expected}, got {value!r}{more}", line=int(first[LINE]), column=column)
 
 
+def per_distinct(series: pd.Series, transform) -> pd.Series:
+    """``transform(series)``, computed on the distinct values only and spread back by position.
+
+    Registries repeat ids, dates and codes millions of times; parsing each distinct text once is
+    what keeps loading 100,000 patients fast. Missing values stay missing.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    done = transform(pd.Series(uniques, dtype=series.dtype))
+    return pd.Series(pd.api.extensions.take(done.array, codes, allow_fill=True), index=series.index, name=series.name)
+
+
 def _parse_dates(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
     text = frame[column]
-    parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    parsed = per_distinct(text, lambda t: pd.to_datetime(t, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]"))
     bad = text.notna() & parsed.isna()
     _fail(table, frame, bad, column, "expected a date YYYY-MM-DD that exists")
     return parsed.astype("datetime64[ns]")
 
 
+def _booleans(text: pd.Series) -> pd.Series:
+    clean = text.astype("string").str.strip().str.lower()
+    result = pd.Series(pd.NA, index=text.index, dtype="boolean")
+    result[clean.isin(TRUE_VALUES).fillna(False).astype(bool)] = True
+    result[clean.isin(FALSE_VALUES).fillna(False).astype(bool)] = False
+    return result
+
+
 def _parse_booleans(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
-    text = frame[column].astype("string").str.strip().str.lower()
-    result = pd.Series(pd.NA, index=frame.index, dtype="boolean")
-    result[text.isin(TRUE_VALUES).fillna(False).astype(bool)] = True
-    result[text.isin(FALSE_VALUES).fillna(False).astype(bool)] = False
+    text = frame[column]
+    result = per_distinct(text, _booleans).astype("boolean")
     bad = text.notna() & result.isna()
     _fail(table, frame, bad, column, "expected true/false (or yes/no, 1/0)")
     return result
 
 
+def _numbers(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text, errors="coerce").astype(float)
+
+
 def _parse_numbers(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
     text = frame[column]
-    number = pd.to_numeric(text, errors="coerce")
+    number = per_distinct(text, _numbers).astype(float)
     _fail(table, frame, text.notna() & number.isna(), column, "expected a number")
-    return number.astype(float)
+    return number
 
 
 def _maybe_numeric(series: pd.Series) -> pd.Series:
     """Extra columns become numbers when every non-blank value is one (usable in criteria)."""
-    number = pd.to_numeric(series, errors="coerce")
+    number = per_distinct(series, _numbers).astype(float)
     if series.notna().any() and number[series.notna()].notna().all():
         return number
     return series
@@ -179,7 +200,7 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
             frame[column] = pd.Series(pd.NA, index=frame.index, dtype="object")
     for column in schema.required:
         _fail(name, frame, frame[column].isna(), column, "expected a value (required column)")
-    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    frame["patient_id"] = per_distinct(frame["patient_id"], lambda ids: ids.astype(str).str.strip())
     for column in schema.dates:
         frame[column] = _parse_dates(name, frame, column)
     for column in schema.booleans:
@@ -232,7 +253,7 @@ def _check_values(name: str, frame: pd.DataFrame) -> None:
     if name == "treatments":
         bad = frame["end_date"].notna() & (frame["end_date"] < frame["start_date"])
         _fail(name, frame, bad, "end_date", "expected an end date on or after start_date")
-        courses = frame.assign(_treatment=frame["treatment"].astype(str).str.strip().str.casefold())
+        courses = frame.assign(_treatment=per_distinct(frame["treatment"], lambda t: t.astype(str).str.strip().str.casefold()))
         _check_conflicts(name, courses, ["patient_id", "_treatment", "start_date"], ["end_date", "stop_reason"],
                          "end_date and stop_reason per patient, treatment and start date")
     if name == "edss":
@@ -241,7 +262,9 @@ def _check_values(name: str, frame: pd.DataFrame) -> None:
     if name == "administrations":
         _fail(name, frame, frame["dose"] < 0, "dose", "expected a number >= 0")
     if name == "titers":
-        value, negative, valid = parse_titers(frame["titer"])
+        value = per_distinct(frame["titer"], lambda t: parse_titers(t)[0]).astype(float)
+        negative = per_distinct(frame["titer"], lambda t: parse_titers(t)[1]).fillna(False).astype(bool)
+        valid = value.notna()
         _fail(name, frame, ~valid, "titer", "expected a titer such as 1:480, 480, negative, neg or <1:10")
         frame["titer_value"] = value
         frame["titer_negative"] = negative

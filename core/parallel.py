@@ -2,6 +2,12 @@
 
 Workers are forked after the data is loaded, so they share it copy-on-write; each worker keeps its
 own cache. Results come back in variant order, so ``--jobs N`` output equals ``--jobs 1``.
+
+Variants are grouped by their cohort settings. The primary's group runs here, after the primary,
+on the warm cache (its cohort and every endpoint result already computed); each other group runs
+in one worker, so its variants share that worker's cache. Sending a variant's results back costs
+about as much as computing it on a warm cache (its per-patient frames are pickled), so a grid that
+only varies endpoint or statistics settings runs in this process whatever ``--jobs`` says.
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ from .results import VariantResult
 _SHARED: dict = {}
 
 
-def _work(index: int) -> VariantResult:
-    """Run one variant in a worker; the spec (which holds the plugin manager) stays behind."""
+def _work(indices: list[int]) -> list[VariantResult]:
+    """Run a group of variants in a worker; the spec (which holds the plugin manager) stays behind."""
     from .engine import run_variant
 
     state = _SHARED
-    result = run_variant(state["variants"][index], state["data"], state["plugins"], state["cache"], state["only"])
-    return dataclasses.replace(result, spec=None)
+    results = []
+    for index in indices:
+        result = run_variant(state["variants"][index], state["data"], state["plugins"], state["cache"], state["only"])
+        results.append(dataclasses.replace(result, spec=None))
+    return results
 
 
 def run_variants(
@@ -50,24 +59,43 @@ def run_variants(
                 progress(i + 1, total, spec.variant)
         return outputs
     # the primary (first) runs here to fill the cohort cache before forking
+    from .engine import _cohort_key
+
     _SHARED.update(variants=variants, data=data, plugins=plugins, only=only, cache=cache)
     first = run_variant(variants[0], data, plugins, cache, only)
+    done = 1
     if progress:
-        progress(1, total, variants[0].variant)
+        progress(done, total, variants[0].variant)
     outputs: list[VariantResult | None] = [first] + [None] * (total - 1)
-    context = multiprocessing.get_context("fork")
+    groups: dict[str, list[int]] = {}
+    for i in range(1, total):
+        groups.setdefault(_cohort_key(variants[i]), []).append(i)
+    local = groups.pop(_cohort_key(variants[0]), [])
+    pool = None
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(_work, i): i for i in range(1, total)}
-            done = 1
+        if groups:
+            context = multiprocessing.get_context("fork")
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=context)
+            futures = {pool.submit(_work, indices): indices for indices in groups.values()}
+        else:
+            futures = {}
+        for i in local:  # on the warm cache, while the workers run the other cohorts
+            outputs[i] = run_variant(variants[i], data, plugins, cache, only)
+            done += 1
+            if progress:
+                progress(done, total, variants[i].variant)
+        if pool is not None:
             from concurrent.futures import as_completed
 
-            for future in as_completed(futures):
-                index = futures[future]
-                outputs[index] = dataclasses.replace(future.result(), spec=variants[index])
-                done += 1
-                if progress:
-                    progress(done, total, variants[futures[future]].variant)
+            with pool:
+                for future in as_completed(futures):
+                    for index, result in zip(futures[future], future.result(), strict=True):
+                        outputs[index] = dataclasses.replace(result, spec=variants[index])
+                        done += 1
+                        if progress:
+                            progress(done, total, variants[index].variant)
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         _SHARED.clear()
     return outputs  # type: ignore[return-value]

@@ -42,11 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import multiprocessing
-import os
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -745,104 +741,17 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
 # --------------------------------------------------------------------------- writing
 
 
-def _prepare_folder(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"-o: expected a folder, got a file: {out_dir}")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".endpointkit-check-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_csv(frame: pd.DataFrame, path: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as stream:
-        frame.to_csv(stream, index=False, lineterminator="\n")
-
-
-def _write_csvs(jobs: list[tuple[pd.DataFrame, str]]) -> None:
-    for frame, path in jobs:
-        _write_csv(frame, path)
-
-
-def _split_for_helper(tables: Mapping[str, pd.DataFrame]) -> set[str]:
-    """Tables for a forked helper process (about half the cells), or none.
-
-    Only with the ``fork`` start method (the child inherits the frames: nothing is pickled), from a
-    single-threaded process (where forking is safe), on two or more cores, for large registries.
-    """
-    cells = {name: frame.size for name, frame in tables.items()}
-    if sum(cells.values()) < 2_000_000 or threading.active_count() > 1 or (os.cpu_count() or 1) < 2:
-        return set()
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return set()
-    helper: set[str] = set()
-    loads = [0, 0]  # helper, this process
-    for name in sorted(cells, key=lambda name: -cells[name]):
-        side = 0 if loads[0] <= loads[1] else 1
-        loads[side] += cells[name]
-        if side == 0:
-            helper.add(name)
-    return helper
-
-
 def write_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, out_dir: str | Path) -> list[Path]:
-    """Write ``<table>.csv`` for each table (pandas ``to_csv``) and ``truth.json``.
+    """Write ``<table>.csv`` for each table (pandas ``to_csv``) and ``truth.json``, atomically
+    (:func:`endpointkit.output.write_files`: large registries are written by two processes)."""
+    from .output import check_writable, write_files
 
-    Every file is written to a temporary name in ``out_dir`` first and renamed into place only when
-    all are written. For a large registry, about half the tables are written by a forked process when
-    that is safe (the files are identical either way).
-    """
     out_dir = Path(out_dir)
-    _prepare_folder(out_dir)
-    staged: list[tuple[str, Path]] = []
-    helper = None
-    try:
-        for name in tables:
-            handle, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}-", suffix=".tmp")
-            os.close(handle)
-            staged.append((temp, out_dir / f"{name}.csv"))
-        paths = dict(zip(tables, (temp for temp, _ in staged), strict=True))
-        delegated = _split_for_helper(tables)
-        if delegated:
-            jobs = [(tables[name], paths[name]) for name in delegated]
-            helper = multiprocessing.get_context("fork").Process(target=_write_csvs, args=(jobs,), daemon=True)
-            helper.start()
-        for name, frame in tables.items():
-            if name not in delegated:
-                _write_csv(frame, paths[name])
-        if truth is not None:
-            handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".truth-", suffix=".tmp")
-            staged.append((temp, out_dir / "truth.json"))
-            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-                stream.write(json.dumps(truth, indent=2, allow_nan=False) + "\n")
-        if helper is not None:
-            helper.join()
-            failed, helper = helper.exitcode, None
-            if failed:
-                raise UsageError(f"-o: writing {', '.join(sorted(delegated))} to {out_dir} failed (exit status {failed})")
-        mode = _file_mode()
-        for temp, target in staged:
-            os.chmod(temp, mode)  # mkstemp makes 0600 files; give them the usual permissions
-            os.replace(temp, target)
-        written = [target for _, target in staged]
-        staged = []
-        return written
-    except OSError as exc:
-        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
-    finally:
-        if helper is not None:
-            helper.terminate()
-            helper.join()
-        for temp, _ in staged:
-            Path(temp).unlink(missing_ok=True)
+    check_writable(out_dir)
+    files: dict[str, str | pd.DataFrame] = {f"{name}.csv": frame for name, frame in tables.items()}
+    if truth is not None:
+        files["truth.json"] = json.dumps(truth, indent=2, allow_nan=False) + "\n"
+    return write_files(out_dir, files)
 
 
 def _number(value: float | None) -> str:
@@ -857,7 +766,9 @@ def simulate_command(args) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed: expected a whole number >= 0, got {args.seed}")
     params = parse_settings(list(args.set))
-    _prepare_folder(Path(args.output))
+    from .output import check_writable
+
+    check_writable(Path(args.output))
     sim = simulate_registry(args.patients, args.seed, params)
     write_registry(sim.tables, sim.truth, args.output)
     rows = sim.truth["realized"]["rows"]

@@ -60,6 +60,10 @@ def _check_header(header: list[str], table: str, line: int) -> None:
         seen.add(name)
 
 
+_VISIBLE = np.ones(256, dtype=bool)
+_VISIBLE[list(b" \t\r\n")] = False
+
+
 def _record_lines(raw: bytes, table: str) -> np.ndarray:
     """The line number where each record starts, checking that every row has as many fields as the
     header (pandas pads short rows silently) and that the header names each column once."""
@@ -84,10 +88,9 @@ def _record_lines(raw: bytes, table: str) -> np.ndarray:
     data = np.frombuffer(body, dtype=np.uint8)
     newlines = np.flatnonzero(data == ord("\n"))
     ends = np.append(newlines, data.size)
-    commas_before = np.cumsum(data == ord(","))
-    counts = np.diff(np.concatenate(([0], commas_before[ends - 1])))
-    visible_before = np.cumsum(~np.isin(data, np.frombuffer(b" \t\r\n", dtype=np.uint8)))
-    visible = np.diff(np.concatenate(([0], visible_before[ends - 1])))
+    starts = np.concatenate(([0], newlines + 1))  # every line holds at least its newline byte
+    counts = np.add.reduceat((data == ord(",")).view(np.uint8), starts, dtype=np.int64)
+    visible = np.add.reduceat(_VISIBLE[data].view(np.uint8), starts, dtype=np.int64)
     blank = (visible == 0) & (counts == 0)
     filled = np.flatnonzero(~blank)
     if filled.size == 0:

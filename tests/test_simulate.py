@@ -299,7 +299,7 @@ def test_cli_reports_bad_arguments_with_exit_2(tmp_path, capsys):
     assert "--patients: expected a number of patients >= 1" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main(["simulate", "--patients", "10", "-o", str(tmp_path / "file")]) == 2
-    assert "-o: expected a folder" in capsys.readouterr().err
+    assert "it is a file, expected a folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "file"]
 
 
