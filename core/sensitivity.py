@@ -112,7 +112,7 @@ def side_by_side_table(results: Results) -> Table:
 
 def what_moves_notes(results: Results) -> list[str]:
     """'What moves the answer': the largest move of each headline, and every changed conclusion."""
-    moves = what_moves(results)
+    moves = results.what_moves()
     notes = []
     if not moves.empty:
         moved = moves.dropna(subset=["change"]).copy()

@@ -6,6 +6,7 @@ way and the test settings and quantile method always travel with the number.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,11 +77,18 @@ def proportion_row(measure: str, count: int, n: int, *, label: str | None = None
     count, n = int(count), int(n)
     if n == 0:
         return Row(measure=measure, stat="proportion", count=0, n=0, estimate=None, interval="95% CI", label=label)
-    ci = stats.binomtest(count, n).proportion_ci(confidence_level=0.95, method="exact")
+    low, high = exact_proportion_ci(count, n)
     return Row(
         measure=measure, stat="proportion", count=count, n=n, estimate=count / n,
-        low=float(ci.low), high=float(ci.high), interval="95% CI", label=label,
+        low=low, high=high, interval="95% CI", label=label,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def exact_proportion_ci(count: int, n: int) -> tuple[float, float]:
+    """Clopper-Pearson 95% CI; cached because variants repeat the same (count, n) many times."""
+    ci = stats.binomtest(count, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def count_row(measure: str, count: int, n: int, *, label: str | None = None) -> Row:
