@@ -93,22 +93,17 @@ def _days(later: pd.Series, earlier: pd.Series) -> pd.Series:
 
 
 def _latest_record_date(tables: dict[str, pd.DataFrame], patients: pd.DataFrame,
-                        codes: dict[str, np.ndarray] | None = None, wanted: np.ndarray | None = None) -> pd.Series:
-    """Latest date recorded for each patient in any table (for a missing last_followup_date).
-
-    With ``codes`` (each table's rows as positions in ``patients``) and ``wanted`` (a mask over
-    ``patients``), only the wanted patients' records are gathered: the same dates for them.
-    """
+                        codes: dict[str, np.ndarray], wanted: np.ndarray) -> pd.Series:
+    """Latest date recorded in any table for the ``wanted`` patients (a mask over ``patients``;
+    ``codes`` gives each table's rows as positions in ``patients``), for a missing last_followup_date."""
     parts = []
     for name, frame in tables.items():
-        rows = None if codes is None or wanted is None else _take_codes(codes[name], wanted)
+        rows = _take_codes(codes[name], wanted)
         for column in TABLES[name].dates:
             if column in frame:
-                part = frame[["patient_id", column]] if rows is None else frame[["patient_id", column]].iloc[rows]
-                parts.append(part.rename(columns={column: "d"}))
+                parts.append(frame[["patient_id", column]].iloc[rows].rename(columns={column: "d"}))
     for column in TABLES["patients"].dates:
-        part = patients[["patient_id", column]] if wanted is None else patients[["patient_id", column]][wanted]
-        parts.append(part.rename(columns={column: "d"}))
+        parts.append(patients[["patient_id", column]][wanted].rename(columns={column: "d"}))
     stacked = pd.concat(parts, ignore_index=True).dropna(subset=["d"])
     return stacked.groupby("patient_id")["d"].max()
 
@@ -203,12 +198,13 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
             frame = frame[~after]
         tables[name] = frame
 
-    # every record's patient as a position in `patients` (-1: not a patient), computed once
+    # every record's patient as a position in `patients` (-1: not a patient), computed once;
+    # patient ids are unique (checked when the data were loaded)
+    patients = patients.reset_index(drop=True)
     pid = patients["patient_id"]
     n_all = len(patients)
     ids = pd.Index(pid)
-    coded = ids.is_unique and pid.index.is_unique  # else the general (slower) pandas path below
-    codes = {name: (ids.get_indexer(frame["patient_id"]) if coded else None) for name, frame in tables.items()}
+    codes = {name: ids.get_indexer(frame["patient_id"]) for name, frame in tables.items()}
 
     # index date: first course of the index treatment, else its first administration
     treatments = tables["treatments"]
@@ -221,13 +217,8 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     admins = tables.get("administrations", empty_table("administrations"))
     admin_is_index = _named(admins["treatment"], wanted)
     index_admins = admins[admin_is_index]
-    admin_codes = codes.get("administrations")
-    if admin_codes is not None:
-        index_admin_codes = admin_codes[admin_is_index]
-        first_admin_by_row = _group_extreme(index_admin_codes, index_admins["date"], n_all, largest=False)
-        first_admin_by_row.index = pid.index
-    else:
-        first_admin_by_row = _lookup(pid, index_admins.groupby("patient_id")["date"].min())
+    index_admin_codes = codes.get("administrations", np.zeros(0, dtype=np.intp))[admin_is_index]
+    first_admin_by_row = _group_extreme(index_admin_codes, index_admins["date"], n_all, largest=False)
 
     patients["index_date"] = _lookup(pid, first["start_date"]).fillna(first_admin_by_row).astype("datetime64[ns]")
     patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
@@ -235,10 +226,7 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
 
     # last follow-up: missing -> latest date recorded anywhere (reported); only needed where missing
     blank_fu = patients["last_followup_date"].isna().to_numpy()
-    if coded:
-        latest_dates = _latest_record_date(tables, patients, codes, blank_fu)
-    else:
-        latest_dates = _latest_record_date(tables, patients)
+    latest_dates = _latest_record_date(tables, patients, codes, blank_fu)
     latest = _lookup(pid, latest_dates).astype("datetime64[ns]")
     missing_fu = patients["last_followup_date"].isna() & latest.notna()
     quality.add("patients", patients[missing_fu], "last_followup_date missing; replaced by the latest date recorded for the patient", "replaced")
@@ -248,18 +236,12 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     patients["last_followup"] = last_followup
 
     # treatment end: end_date, else last administration + grace (capped at last follow-up), else last follow-up
-    if admin_codes is not None:
-        index_day = patients["index_date"].to_numpy(dtype="datetime64[ns]")
-        known = index_admin_codes >= 0
-        on_or_after = np.zeros(index_admin_codes.size, dtype=bool)
-        admin_day = index_admins["date"].to_numpy(dtype="datetime64[ns]")
-        on_or_after[known] = admin_day[known] >= index_day[index_admin_codes[known]]  # NaT compares False
-        last_admin = _group_extreme(np.where(on_or_after, index_admin_codes, -1), index_admins["date"], n_all, largest=True)
-        last_admin.index = pid.index
-    else:
-        on_course = index_admins.merge(patients[["patient_id", "index_date"]], on="patient_id")
-        on_course = on_course[on_course["date"] >= on_course["index_date"]]
-        last_admin = _lookup(pid, on_course.groupby("patient_id")["date"].max()).astype("datetime64[ns]")
+    index_day = patients["index_date"].to_numpy(dtype="datetime64[ns]")
+    known = index_admin_codes >= 0
+    on_or_after = np.zeros(index_admin_codes.size, dtype=bool)
+    admin_day = index_admins["date"].to_numpy(dtype="datetime64[ns]")
+    on_or_after[known] = admin_day[known] >= index_day[index_admin_codes[known]]  # NaT compares False
+    last_admin = _group_extreme(np.where(on_or_after, index_admin_codes, -1), index_admins["date"], n_all, largest=True)
     by_admin = (last_admin + pd.Timedelta(days=settings.grace_days)).where(
         last_followup.isna() | (last_admin + pd.Timedelta(days=settings.grace_days) <= last_followup), last_followup
     )
@@ -287,16 +269,11 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
         keep = criteria_registry.get(criterion.kind, "cohort.criteria").keep(patients, criterion.value)
         exclude(~keep.astype(bool), criterion.name)
 
-    if coded:  # the same rows as isin(analysed ids), from the codes
-        kept = np.zeros(n_all, dtype=bool)
-        kept[pid.index.get_indexer(patients.index)] = True
-        tables = {name: (frame.copy(deep=False) if kept.all() and (codes[name] >= 0).all() else frame.iloc[_take_codes(codes[name], kept)])
-                  for name, frame in tables.items()}
-        patients = patients.reset_index(drop=True)
-    else:
-        patients = patients.reset_index(drop=True)
-        analysed = set(patients["patient_id"])
-        tables = {name: frame[frame["patient_id"].isin(analysed)] for name, frame in tables.items()}
+    kept = np.zeros(n_all, dtype=bool)  # the analysed patients' records, from the codes
+    kept[patients.index.to_numpy()] = True
+    tables = {name: (frame.copy(deep=False) if kept.all() and (codes[name] >= 0).all() else frame.iloc[_take_codes(codes[name], kept)])
+              for name, frame in tables.items()}
+    patients = patients.reset_index(drop=True)
     if "relapses" in tables:
         tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
 
