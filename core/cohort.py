@@ -276,6 +276,11 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     patients = patients.reset_index(drop=True)
     if "relapses" in tables:
         tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
+    for name in ("edss", "titers"):  # the endpoints use the later CSV line of a same-day pair
+        if name in tables and len(tables[name]):
+            frame = tables[name].sort_values(["patient_id", "date", LINE], kind="stable")
+            earlier = frame.duplicated(["patient_id", "date"], keep="last")
+            quality.add(name, frame[earlier], "another record of the patient on the same day; the later CSV line is used", "ignored")
 
     attrition = pd.DataFrame(steps, columns=["step", "remaining"])
     attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)

@@ -115,3 +115,14 @@ def test_pseudo_relapses_kept_when_asked_and_confirmed_only_filter():
     confirmed = [dict(r, confirmed="yes" if r["onset_date"] == "2014-01-01" else "no") for r in RELAPSES]
     only = make_cohort(make_settings(only_confirmed=True), patients=P, treatments=T, administrations=A, relapses=confirmed)
     assert len(only.table("relapses")) == 1
+
+
+def test_same_day_edss_and_titer_records_are_reported_as_ignored():
+    edss = [
+        {"patient_id": "a", "date": "2015-06-01", "score": "3.0"},
+        {"patient_id": "a", "date": "2015-06-01", "score": "3.5"},  # the later line is the one used
+    ]
+    titers = [{"patient_id": "a", "date": "2015-06-01", "titer": t} for t in ("1:480", "1:240", "negative")]
+    cohort = make_cohort(patients=P, treatments=T, administrations=A, edss=edss, titers=titers)
+    ignored = cohort.quality[cohort.quality["reason"].str.contains("same day")]
+    assert ignored[["table", "line"]].values.tolist() == [["edss", 2], ["titers", 2], ["titers", 3]]
