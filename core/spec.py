@@ -323,19 +323,6 @@ def _section(cls: type, raw: dict, key: str) -> Any:
     return build_params(cls, raw.get(key), key)
 
 
-def _parse_date(value: Any, path: str) -> dt.date | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise SpecError(path, f"expected a date YYYY-MM-DD, got {value!r}") from None
-
-
 def _cohort(raw: dict, plugins: Plugins, cutoff: dt.date | None) -> CohortSettings:
     section = _section(CohortSection, raw, "cohort")
     index = build_params(IndexSection, section.index, "cohort.index")

@@ -35,12 +35,10 @@ from endpointkit.params import MONTH_DAYS
 from endpointkit.plugins.relapse_free import (
     check_landmarks,
     fit_km,
-    landmark_label,
-    landmark_months,
-    months_words,
+    landmark_rows,
     unique_landmarks,
 )
-from endpointkit.stats import km_landmark_row, median_row, proportion_row
+from endpointkit.stats import median_row, proportion_row
 
 UNSPECIFIED = "unspecified"
 PER_PATIENT = [
@@ -119,10 +117,7 @@ class Discontinuation(Endpoint):
         landmarks = unique_landmarks(params.landmarks_months)
         if params.method == "km":
             km = fit_km(frame["km_time_months"], frame["km_event"])
-            for m in landmarks:
-                label = landmark_label(m)
-                rows.append(km_landmark_row(f"persistent_at_{label}m", km, landmark_months(m),
-                                            label=f"Persistent at {months_words(m)}, KM (95% CI)"))
+            rows += landmark_rows("persistent_at", km, landmarks, "Persistent")
             notes.append(
                 f"Persistence: Kaplan-Meier (scipy.stats.ecdf) of time from index to discontinuation ({which}); "
                 "everyone else censored at follow-up end; "

@@ -66,6 +66,14 @@ def landmark_months(m: float) -> float:
     return Duration(m, "months").days / MONTH_DAYS
 
 
+def landmark_rows(prefix: str, km: KaplanMeier, landmarks: list[float], words: str) -> list:
+    """One ``<prefix>_<m>m`` KM survival row per landmark (unique, in the order given)."""
+    return [
+        km_landmark_row(f"{prefix}_{landmark_label(m)}m", km, landmark_months(m), label=f"{words} at {months_words(m)}, KM (95% CI)")
+        for m in unique_landmarks(landmarks)
+    ]
+
+
 def fit_km(times: pd.Series, events: pd.Series) -> KaplanMeier:
     """KaplanMeier.fit, without SciPy's notice that the log-log CI is undefined where S(t) = 0."""
     with warnings.catch_warnings():
@@ -156,10 +164,7 @@ class RelapseFree(Endpoint):
         landmarks = unique_landmarks(params.landmarks_months)
         if params.method == "km":
             km = fit_km(used["km_time_months"], used["km_event"])
-            for m in landmarks:
-                label = landmark_label(m)
-                rows.append(km_landmark_row(f"relapse_free_at_{label}m", km, landmark_months(m),
-                                            label=f"Relapse-free at {months_words(m)}, KM (95% CI)"))
+            rows += landmark_rows("relapse_free_at", km, landmarks, "Relapse-free")
             rows.append(km_median_row("median_time_to_relapse_months", km,
                                       label="Time to first relapse, months, KM median (95% CI)"))
             notes.append(
