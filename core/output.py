@@ -36,12 +36,12 @@ def check_writable(out_dir: Path, option: str = "-o") -> None:
 
 
 def _csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n", date_format="%Y-%m-%d")
+    return frame.to_csv(index=False, lineterminator="\n")  # dates without a time print as YYYY-MM-DD
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
     with open(path, "w", encoding="utf-8", newline="") as stream:
-        frame.to_csv(stream, index=False, lineterminator="\n", date_format="%Y-%m-%d")
+        frame.to_csv(stream, index=False, lineterminator="\n")
 
 
 def _write_csvs(jobs: list[tuple[pd.DataFrame, str]]) -> None:
