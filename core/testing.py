@@ -12,7 +12,6 @@ validation and cohort building as a real run.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -85,4 +84,4 @@ def row(result, measure: str, group: str = "all"):
     raise KeyError(f"no row {measure!r}; rows: {[r.measure for r in result.rows]}")
 
 
-__all__ = ["dataclasses", "make_cohort", "make_context", "make_data", "make_settings", "params_for", "row"]
+__all__ = ["make_cohort", "make_context", "make_data", "make_settings", "params_for", "row"]
