@@ -54,6 +54,11 @@ class EndpointResult:
     excluded: dict[str, list[Any]] = field(default_factory=dict)
 
 
+def excluded_by_reason(patient_ids: pd.Series, reasons: pd.Series) -> dict[str, list[Any]]:
+    """``EndpointResult.excluded`` from a per-patient reason (missing = analysed), in order of appearance."""
+    return {reason: patient_ids[reasons == reason].tolist() for reason in reasons.dropna().unique()}
+
+
 @dataclass(frozen=True)
 class Context:
     """Study-wide settings an endpoint needs besides its own params."""

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from endpointkit import Duration, Endpoint, EndpointResult, Row, hookimpl, param
+from endpointkit.endpoint import excluded_by_reason
 from endpointkit.errors import SpecError
 from endpointkit.stats import median_row, paired_test_row, poisson_rate_row, proportion_row
 
@@ -167,7 +168,7 @@ class ArrChange(Endpoint):
             f"(a relapse on the index day is pre){skip_text}; "
             f"post window (index + {params.post_lag_days} days, follow-up end]. Responder: {words}."
         ]
-        excluded = {r: frame.loc[frame["exclusion_reason"] == r, "patient_id"].tolist() for r in frame["exclusion_reason"].dropna().unique()}
+        excluded = excluded_by_reason(frame["patient_id"], frame["exclusion_reason"])
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
 
 

@@ -37,6 +37,7 @@ from scipy import stats
 
 from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.data import LINE
+from endpointkit.endpoint import excluded_by_reason
 from endpointkit.errors import SpecError
 from endpointkit.stats import median_row, paired_test_row, proportion_row
 
@@ -268,7 +269,7 @@ class TiterReduction(Endpoint):
         reasons[~has_pre & ~has_post] = "no titer in the pre or the post window"
         reasons[~has_pre & has_post] = "no titer in the pre window" + (" (not paired; still in the post median)" if partly else "")
         reasons[has_pre & ~has_post] = "no titer in the post window" + (" (not paired; still in the pre median)" if partly else "")
-        excluded = {r: frame.loc[reasons == r, "patient_id"].tolist() for r in reasons.dropna().unique()}
+        excluded = excluded_by_reason(frame["patient_id"], reasons)
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
 
 
