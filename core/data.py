@@ -65,6 +65,7 @@ TABLES: dict[str, TableSchema] = {
     )
 }
 ALWAYS_REQUIRED = ("patients", "treatments")
+UNKNOWN_PATIENT = "expected a patient_id listed in patients"
 LINE = "_line"  # CSV line of each record, kept for traceability
 
 
@@ -112,23 +113,58 @@ def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected
     raise DataError(table, f"{expected}, got {value!r}{more}", line=int(first[LINE]), column=column)
 
 
-def per_distinct(series: pd.Series, transform) -> pd.Series:
-    """``transform(series)``, computed on the distinct values only and spread back by position.
+class Distinct:
+    """A column as its distinct values plus one code per row (-1 = blank).
 
-    Registries repeat ids, dates and codes millions of times; parsing each distinct text once is
-    what keeps loading 100,000 patients fast. Missing values stay missing.
+    Registries repeat ids, dates and codes millions of times: hashing a column once, then parsing and
+    validating only its distinct values, is what keeps loading 100,000 patients fast.
     """
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    done = transform(pd.Series(uniques, dtype=series.dtype))
-    return pd.Series(pd.api.extensions.take(done.array, codes, allow_fill=True), index=series.index, name=series.name)
+
+    def __init__(self, series: pd.Series) -> None:
+        if isinstance(series.dtype, pd.CategoricalDtype):  # a source that read the text in this form
+            self.codes = series.cat.codes.to_numpy()
+            self.values = pd.Series(series.cat.categories)
+        else:
+            self.codes, uniques = pd.factorize(series, use_na_sentinel=True)
+            self.values = pd.Series(uniques, dtype=series.dtype)
+        self.index = series.index
+        self.name = series.name
+
+    def spread(self, per_value: pd.Series) -> pd.Series:
+        """One value per distinct value -> one per row (blank rows stay missing)."""
+        return pd.Series(pd.api.extensions.take(per_value.array, self.codes, allow_fill=True), index=self.index, name=self.name)
+
+    def rows(self, per_value: np.ndarray) -> pd.Series:
+        """A flag per distinct value -> a flag per row (False for blank rows)."""
+        return pd.Series(np.append(np.asarray(per_value, dtype=bool), False)[self.codes], index=self.index)
+
+    def blank(self) -> pd.Series:
+        return pd.Series(self.codes < 0, index=self.index)
 
 
-def _parse_dates(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
-    text = frame[column]
-    parsed = per_distinct(text, lambda t: pd.to_datetime(t, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]"))
-    bad = text.notna() & parsed.isna()
-    _fail(table, frame, bad, column, "expected a date YYYY-MM-DD that exists")
-    return parsed.astype("datetime64[ns]")
+def _plain_text(series: pd.Series) -> pd.Series:
+    categories = series.cat.categories.astype("str").array
+    text = pd.api.extensions.take(categories, series.cat.codes.to_numpy(), allow_fill=True)
+    return pd.Series(text, index=series.index, name=series.name)
+
+
+def per_distinct(series: pd.Series, transform) -> pd.Series:
+    """``transform(series)``, computed on the distinct values only and spread back by position."""
+    distinct = Distinct(series)
+    return distinct.spread(transform(distinct.values))
+
+
+def _parse(table: str, frame: pd.DataFrame, distinct: Distinct, transform, expected: str) -> pd.Series:
+    """Parse a column through its distinct values; a value that does not parse is an error."""
+    parsed = transform(distinct.values)
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        _fail(table, frame, distinct.rows(bad), str(distinct.name), expected)
+    return distinct.spread(parsed)
+
+
+def _dates(text: pd.Series) -> pd.Series:
+    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
 
 
 def _booleans(text: pd.Series) -> pd.Series:
@@ -139,23 +175,15 @@ def _booleans(text: pd.Series) -> pd.Series:
     return result
 
 
-def _parse_booleans(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
-    text = frame[column]
-    result = per_distinct(text, _booleans).astype("boolean")
-    bad = text.notna() & result.isna()
-    _fail(table, frame, bad, column, "expected true/false (or yes/no, 1/0)")
-    return result
-
-
 def _numbers(text: pd.Series) -> pd.Series:
     return pd.to_numeric(text, errors="coerce").astype(float)
 
 
-def _parse_numbers(table: str, frame: pd.DataFrame, column: str) -> pd.Series:
-    text = frame[column]
-    number = per_distinct(text, _numbers).astype(float)
-    _fail(table, frame, text.notna() & number.isna(), column, "expected a number")
-    return number
+PARSERS = {
+    "dates": (_dates, "datetime64[ns]", "expected a date YYYY-MM-DD that exists"),
+    "booleans": (_booleans, "boolean", "expected true/false (or yes/no, 1/0)"),
+    "numbers": (_numbers, float, "expected a number"),
+}
 
 
 def _maybe_numeric(series: pd.Series) -> pd.Series:
@@ -166,8 +194,10 @@ def _maybe_numeric(series: pd.Series) -> pd.Series:
     return series
 
 
-def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None = None) -> pd.DataFrame:
-    """Map, type and validate one raw (all-text) table."""
+def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None = None,
+                  known_ids: pd.Index | None = None) -> pd.DataFrame:
+    """Map, type and validate one raw (all-text) table; with ``known_ids`` (the patients table's ids)
+    every patient_id must be one of them."""
     schema = TABLES[name]
     frame = frame.copy()
     if mapping:
@@ -190,7 +220,7 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
         if column not in frame.columns:
             raise DataError(
                 name, f"missing required column '{column}'; found: {', '.join(map(str, frame.columns))}"
-                + (f" (map your own names with data.columns.{name})" if True else ""),
+                f" (map your own names with data.columns.{name})",
                 column=column,
             )
     if LINE not in frame.columns:
@@ -198,19 +228,26 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
     for column in schema.optional:
         if column not in frame.columns:
             frame[column] = pd.Series(pd.NA, index=frame.index, dtype="object")
+    typed = {column: kind for kind in PARSERS for column in getattr(schema, kind)}
+    distinct = {column: Distinct(frame[column]) for column in ("patient_id", *typed)}
     for column in schema.required:
-        _fail(name, frame, frame[column].isna(), column, "expected a value (required column)")
-    frame["patient_id"] = per_distinct(frame["patient_id"], lambda ids: ids.astype(str).str.strip())
-    for column in schema.dates:
-        frame[column] = _parse_dates(name, frame, column)
-    for column in schema.booleans:
-        frame[column] = _parse_booleans(name, frame, column)
-    for column in schema.numbers:
-        frame[column] = _parse_numbers(name, frame, column)
+        blank = distinct[column].blank() if column in distinct else frame[column].isna()
+        _fail(name, frame, blank, column, "expected a value (required column)")
+    ids = distinct["patient_id"]
+    ids.values = ids.values.astype(str).str.strip()
+    frame["patient_id"] = ids.spread(ids.values)
+    for column, kind in typed.items():
+        transform, dtype, expected = PARSERS[kind]
+        frame[column] = _parse(name, frame, distinct[column], transform, expected).astype(dtype)
     for column in frame.columns:
         if column not in schema.all_columns and column != LINE:
             frame[column] = _maybe_numeric(frame[column])
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):  # the rest of the text: plain strings
+            frame[column] = _plain_text(frame[column])
     _check_values(name, frame)
+    if known_ids is not None:
+        unknown = known_ids.get_indexer(ids.values.to_numpy(dtype=object)) < 0
+        _fail(name, frame, ids.rows(unknown), "patient_id", UNKNOWN_PATIENT)
     return frame
 
 
@@ -279,8 +316,7 @@ def check_patients_known(tables: dict[str, pd.DataFrame]) -> None:
     for name, frame in tables.items():
         if name == "patients":
             continue
-        unknown = ~frame["patient_id"].isin(known)
-        _fail(name, frame, unknown, "patient_id", "expected a patient_id listed in patients")
+        _fail(name, frame, ~frame["patient_id"].isin(known), "patient_id", UNKNOWN_PATIENT)
 
 
 def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
@@ -301,7 +337,8 @@ def load_data(source, path: Path, required: list[str], optional: list[str], colu
     if not path.exists():
         raise DataError("data", f"data folder not found: {path}")
     tables, checksums = {}, {}
-    for name in required + optional:
+    known: pd.Index | None = None
+    for name in sorted(required + optional, key=lambda table: table != "patients"):  # patients first: its ids are known
         raw = source.read_table(path, name)
         if raw is None:
             if name in required:
@@ -310,9 +347,10 @@ def load_data(source, path: Path, required: list[str], optional: list[str], colu
         frame, checksum = raw
         if frame.empty and name in ("patients", "treatments"):
             raise DataError(name, "the table has no rows")
-        tables[name] = prepare_table(name, frame, columns.get(name))
+        tables[name] = prepare_table(name, frame, columns.get(name), known)
         checksums[name] = checksum
-    check_patients_known(tables)
+        if name == "patients":
+            known = pd.Index(tables[name]["patient_id"].to_numpy(dtype=object))  # unique: checked
     return CohortData(tables=tables, checksums=checksums, source=source.name, path=path)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from endpointkit import hookimpl
 from endpointkit.data import LINE
@@ -37,18 +41,68 @@ class CsvFolder:
             raise DataError(table, f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8", line=line) from None
         if not raw.strip():
             raise DataError(table, f"{path.name} is empty; expected a header line with the column names")
-        lines = _record_lines(raw, table)
-        try:
-            frame = pd.read_csv(
-                io.BytesIO(raw), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
-                skipinitialspace=True,
-            )
-        except pd.errors.ParserError as exc:
-            raise DataError(table, f"cannot read {path.name}: {exc}") from None
+        header = _header(raw, table)
+        frame = _read_arrow(raw, header)
+        if frame is None:  # something Arrow refuses (a ragged row, a line of spaces): pandas and a line scan
+            frame = _read_pandas(raw, table, path.name)
+        lines = _simple_lines(raw, table, frame)
+        if lines is None:
+            lines = _record_lines(raw, table)
         frame.columns = [str(c).strip() for c in frame.columns]
         if len(lines) == len(frame) and LINE not in frame.columns:
             frame[LINE] = lines  # the file's own line numbers, blank lines and quoted line breaks counted
         return frame, hashlib.sha256(raw).hexdigest()
+
+
+def _header(raw: bytes, table: str) -> list[str]:
+    """The header's column names (first non-blank line), each named once."""
+    for number, line in enumerate(raw.split(b"\n", 50), start=1):
+        if line.strip():
+            names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r")]))
+            _check_header(names, table, number)
+            return names
+    return []
+
+
+def _read_arrow(raw: bytes, header: list[str]) -> pd.DataFrame | None:
+    """Every column as text, read by Arrow (multi-threaded C++) and handed over in dictionary form
+    (a pandas Categorical: each distinct text once plus a code per row), which is what the typing
+    in core/data.py works on. None when Arrow cannot read the file as a clean table."""
+    if len(set(header)) != len(header) or not header:
+        return None
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(raw),
+            parse_options=pacsv.ParseOptions(newlines_in_values=b'"' in raw),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""],
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    return pd.DataFrame({name.lstrip(" "): _categorical(table.column(i)) for i, name in enumerate(table.column_names)})
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    """A text column as a Categorical; leading spaces dropped and blank text missing, as pandas'
+    ``skipinitialspace`` reading does."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    texts = pc.utf8_ltrim(encoded.dictionary, characters=" ").to_numpy(zero_copy_only=False).astype(object)
+    remap, categories = pd.factorize(pd.Series(texts, dtype=object).replace("", None), use_na_sentinel=True)
+    codes = np.append(remap, -1)[codes]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype="str"))
+
+
+def _read_pandas(raw: bytes, table: str, name: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(
+            io.BytesIO(raw), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+            skipinitialspace=True,
+        )
+    except pd.errors.ParserError as exc:
+        _record_lines(raw, table)  # names the first ragged row and its line, if that is the cause
+        raise DataError(table, f"cannot read {name}: {exc}") from None
 
 
 def _check_header(header: list[str], table: str, line: int) -> None:
@@ -64,13 +118,32 @@ _VISIBLE = np.ones(256, dtype=bool)
 _VISIBLE[list(b" \t\r\n")] = False
 
 
+def _simple_lines(raw: bytes, table: str, frame: pd.DataFrame) -> np.ndarray | None:
+    """Line numbers without a scan, when they follow from counts alone: no quotes, no blank lines
+    (as many line breaks as records) and as many commas as a full header's worth on every line.
+
+    pandas refuses rows with too many fields, so with the total right no row can have too few.
+    Returns None when any of this does not hold; the full scan then finds the lines (and the error).
+    """
+    body = raw.rstrip(b"\r\n")
+    first_break = body.find(b"\n")
+    header = body if first_break < 0 else body[:first_break]
+    if b'"' in body or not header.strip() or not isinstance(frame.index, pd.RangeIndex):
+        return None
+    fields = header.count(b",") + 1
+    if len(frame.columns) != fields or body.count(b"\n") != len(frame):
+        return None
+    if body.count(b",") != (len(frame) + 1) * (fields - 1):
+        return None
+    _check_header(header.decode("utf-8-sig").split(","), table, 1)
+    return np.arange(2, len(frame) + 2, dtype=np.int64)
+
+
 def _record_lines(raw: bytes, table: str) -> np.ndarray:
     """The line number where each record starts, checking that every row has as many fields as the
     header (pandas pads short rows silently) and that the header names each column once."""
     body = raw.replace(b"\r\n", b"\n").rstrip(b"\n")
     if b'"' in body:
-        import csv
-
         reader = csv.reader(io.StringIO(body.decode("utf-8-sig")))
         width, starts, line = None, [], 1
         for row in reader:
