@@ -65,6 +65,10 @@ TABLES: dict[str, TableSchema] = {
     )
 }
 ALWAYS_REQUIRED = ("patients", "treatments")
+# Text columns keep Python strings (pandas' "str" without Arrow): ids and codes repeat millions of
+# times as references to one object each, whose hash Python caches, so the joins and lookups on
+# patient_id in the cohort and the endpoints hash each distinct id once, not every row.
+TEXT = pd.StringDtype("python", na_value=np.nan)
 UNKNOWN_PATIENT = "expected a patient_id listed in patients"
 LINE = "_line"  # CSV line of each record, kept for traceability
 
@@ -143,7 +147,7 @@ class Distinct:
 
 
 def _plain_text(series: pd.Series) -> pd.Series:
-    categories = series.cat.categories.astype("str").array
+    categories = series.cat.categories.astype(TEXT).array
     text = pd.api.extensions.take(categories, series.cat.codes.to_numpy(), allow_fill=True)
     return pd.Series(text, index=series.index, name=series.name)
 
@@ -234,7 +238,7 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
         blank = distinct[column].blank() if column in distinct else frame[column].isna()
         _fail(name, frame, blank, column, "expected a value (required column)")
     ids = distinct["patient_id"]
-    ids.values = ids.values.astype(str).str.strip()
+    ids.values = ids.values.astype(TEXT).str.strip()
     frame["patient_id"] = ids.spread(ids.values)
     for column, kind in typed.items():
         transform, dtype, expected = PARSERS[kind]
