@@ -52,7 +52,7 @@ def main(spec_path: str, data_dir: str, out_dir: str) -> dict:
     phases["render tables, results and JSON (core/output.py)"] = time.perf_counter() - t
     t = time.perf_counter()
     written = write_files(Path(out_dir), files)
-    phases["write output files, per-patient CSVs included (core/output.py, to_csv)"] = time.perf_counter() - t
+    phases["write output files, per-patient CSVs included (core/output.py, Arrow CSV writer)"] = time.perf_counter() - t
     return {
         "phases": phases, "endpoints": endpoints, "engine_run_spec": engine,
         "table_bytes": sizes, "table_rows": rows, "input_bytes": sum(sizes.values()),
