@@ -80,6 +80,8 @@ def _read_arrow(raw: bytes, header: list[str]) -> pd.DataFrame | None:
         )
     except pa.ArrowInvalid:
         return None
+    if not all(pa.types.is_string(column.type) for column in table.columns):  # a header we did not parse as Arrow did
+        return None
     return pd.DataFrame({name.lstrip(" "): _categorical(table.column(i)) for i, name in enumerate(table.column_names)})
 
 

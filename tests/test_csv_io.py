@@ -108,3 +108,10 @@ def test_written_csv_quotes_only_when_a_value_needs_it(tmp_path):
     path = tmp_path / "out.csv"
     _write_csv(pd.DataFrame({"a b": ["x", "y"], "flag": [True, False]}), str(path))
     assert path.read_text() == "a b,flag\nx,True\ny,False\n"
+
+
+def test_a_header_with_a_quoted_line_break_is_still_read(tmp_path):
+    (tmp_path / "patients.csv").write_text('patient_id,"sex\nof patient"\nP1,F\n')
+    frame, _ = CsvFolder().read_table(tmp_path, "patients")
+    assert frame["patient_id"].tolist() == ["P1"]
+    assert frame[LINE].tolist() == [3]
