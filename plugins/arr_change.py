@@ -28,6 +28,7 @@ class ArrParams:
     min_post_days: int = param(0, "Patients with a shorter post window are excluded from this endpoint (counted).")
     summary: Literal["median_iqr", "mean_sd", "median_range", "crude"] = param("median_iqr", "Cohort summary of the per-patient ARRs; crude = sum of relapses / sum of person-years with exact Poisson CI.")
     responder: Literal["reduced", "halved", "relapse_free"] = param("reduced", "Responder: post < pre, post <= pre/2, or no relapse after index.")
+    rate_ratio_ci: Literal["exact", "robust"] = param("exact", "95% CI of the crude post/pre rate ratio (summary: crude): exact = conditional binomial (Poisson counts); robust = patient-clustered sandwich, for relapse rates that vary between patients.")
 
     def check(self, path: str) -> None:
         if self.pre_window == "since_prior_treatment" and not self.prior_treatment:
@@ -97,11 +98,18 @@ def compute_arr(cohort, params: ArrParams, year_days: float) -> pd.DataFrame:
     return frame
 
 
+RATE_RATIO_LABEL = "Rate ratio post/pre (crude)"
+ROBUST_RATE_RATIO_TEST = (
+    "patient-clustered sandwich (Poisson GEE with period indicator, independence; delta method on log rate ratio), "
+    "n/(n-1) correction, t quantile with n-1 df"
+)
+
+
 def rate_ratio_row(pre_events: int, pre_years: float, post_events: int, post_years: float, n: int) -> Row:
     """Crude post/pre rate ratio; exact CI from the conditional binomial of post events among all."""
     total = pre_events + post_events
     if total == 0 or pre_events == 0 or pre_years <= 0 or post_years <= 0:
-        return Row(measure="rate_ratio", stat="rate_ratio", n=n, estimate=None, interval="95% CI", label="Rate ratio post/pre (crude)")
+        return Row(measure="rate_ratio", stat="rate_ratio", n=n, estimate=None, interval="95% CI", label=RATE_RATIO_LABEL)
     ci = stats.binomtest(post_events, total).proportion_ci(confidence_level=0.95, method="exact")
     scale = pre_years / post_years
 
@@ -112,7 +120,37 @@ def rate_ratio_row(pre_events: int, pre_years: float, post_events: int, post_yea
     return Row(
         measure="rate_ratio", stat="rate_ratio", n=n, estimate=(post_events / post_years) / (pre_events / pre_years),
         low=to_ratio(ci.low), high=None if np.isinf(high) else high, interval="95% CI",
-        label="Rate ratio post/pre (crude)", test="exact conditional binomial CI (binomtest(k_post, k_pre + k_post).proportion_ci)",
+        label=RATE_RATIO_LABEL, test="exact conditional binomial CI (binomtest(k_post, k_pre + k_post).proportion_ci)",
+    )
+
+
+def robust_rate_ratio_row(pre_events: np.ndarray, pre_days: np.ndarray, post_events: np.ndarray, post_days: np.ndarray,
+                          year_days: float = 365.25) -> Row:
+    """Crude post/pre rate ratio with a patient-clustered (sandwich) 95% CI.
+
+    RR = (Σy1/Σt1) / (Σy0/Σt0) is the GEE estimate of a Poisson model with a period indicator and
+    log person-time offset (independence working correlation), and its patient-clustered sandwich
+    variance of log RR is Σu², u = (y1/Σy1 - t1/Σt1) - (y0/Σy0 - t0/Σt0) per patient (delta method:
+    the correlation of a patient's pre and post counts and the between-patient variation in rates
+    are taken from the data, not assumed Poisson). Times n/(n-1), CI log RR ± t(0.975, n-1) SE.
+    The CI is left blank without relapses after index or with fewer than 2 patients.
+    """
+    y0, t0, y1, t1 = (np.asarray(a, dtype=float) for a in (pre_events, pre_days, post_events, post_days))
+    n = y0.size
+    Y0, T0, Y1, T1 = y0.sum(), t0.sum(), y1.sum(), t1.sum()
+    if Y0 == 0 or T0 <= 0 or T1 <= 0:
+        return Row(measure="rate_ratio", stat="rate_ratio", n=n, estimate=None, interval="95% CI", label=RATE_RATIO_LABEL)
+    estimate = float((Y1 / (T1 / year_days)) / (Y0 / (T0 / year_days)))  # as rate_ratio_row: the same float
+    if Y1 == 0 or n < 2:
+        return Row(measure="rate_ratio", stat="rate_ratio", n=n, estimate=estimate, interval="95% CI", label=RATE_RATIO_LABEL,
+                   test=ROBUST_RATE_RATIO_TEST + " (not estimable: no relapse after index or fewer than 2 patients)")
+    u = (y1 / Y1 - t1 / T1) - (y0 / Y0 - t0 / T0)
+    se = float(np.sqrt(n / (n - 1) * np.dot(u, u)))
+    half = float(stats.t.ppf(0.975, n - 1)) * se
+    log_rr = float(np.log(Y1 / T1) - np.log(Y0 / T0))
+    return Row(
+        measure="rate_ratio", stat="rate_ratio", n=n, estimate=estimate, low=float(np.exp(log_rr - half)),
+        high=float(np.exp(log_rr + half)), interval="95% CI", label=RATE_RATIO_LABEL, test=ROBUST_RATE_RATIO_TEST,
     )
 
 
@@ -155,7 +193,10 @@ class ArrChange(Endpoint):
             words = "no relapse after index"
         frame["responder"] = responders.reindex(frame.index)
         rows.append(proportion_row("responders", int(responders.sum()), n, label=f"Responders ({params.responder}), n (%)"))
-        if params.summary == "crude":
+        if params.summary == "crude" and params.rate_ratio_ci == "robust":
+            rows.append(robust_rate_ratio_row(used["pre_relapses"].to_numpy(), used["pre_days"].to_numpy(),
+                                              used["post_relapses"].to_numpy(), used["post_days"].to_numpy(), ctx.year_days))
+        elif params.summary == "crude":
             rows.append(rate_ratio_row(int(used["pre_relapses"].sum()), used["pre_days"].sum() / ctx.year_days,
                                        int(used["post_relapses"].sum()), used["post_days"].sum() / ctx.year_days, n))
         window = params.pre_window if isinstance(params.pre_window, str) else f"last {params.pre_window}"
@@ -168,6 +209,14 @@ class ArrChange(Endpoint):
             f"(a relapse on the index day is pre){skip_text}; "
             f"post window (index + {params.post_lag_days} days, follow-up end]. Responder: {words}."
         ]
+        if params.summary == "crude":
+            notes.append(
+                "Rate ratio post/pre = (Σ post relapses / Σ post years) / (Σ pre relapses / Σ pre years); 95% CI "
+                + ("patient-clustered sandwich on the log ratio (patients as independent units, n/(n-1), t with n-1 df): "
+                   "allows relapse rates to vary between patients." if params.rate_ratio_ci == "robust" else
+                   "exact conditional binomial of post among all relapses: assumes Poisson counts, too narrow when "
+                   "relapse rates vary between patients (rate_ratio_ci: robust).")
+            )
         excluded = excluded_by_reason(frame["patient_id"], frame["exclusion_reason"])
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
 

@@ -153,3 +153,101 @@ def test_since_prior_treatment_needs_the_treatment_name():
 
     with pytest.raises(SpecError, match="params.prior_treatment"):
         params_for(ArrChange, pre_window="since_prior_treatment")
+
+
+# Five patients for the robust rate-ratio CI, IVIG from 2014-01-01 (since_onset: the onset attack is pre).
+#   id  onset       IVIG end    pre days, relapses   post days, relapses
+#   r0  2010-01-01  2016-01-01  1461, 2              730, 2
+#   r1  2012-01-01  2015-01-01   731, 4              365, 0
+#   r2  2013-01-01  2017-01-01   365, 1             1096, 1
+#   r3  2008-01-01  2014-07-01  2192, 6              181, 1
+#   r4  2011-01-01  2018-01-01  1096, 2             1461, 2
+ROBUST_COHORT = {
+    "r0": ("2010-01-01", "2016-01-01", ["2012-06-01"], ["2014-06-01", "2015-06-01"]),
+    "r1": ("2012-01-01", "2015-01-01", ["2012-08-01", "2013-03-01", "2013-10-01"], []),
+    "r2": ("2013-01-01", "2017-01-01", [], ["2015-03-01"]),
+    "r3": ("2008-01-01", "2014-07-01", ["2009-01-01", "2010-01-01", "2011-01-01", "2012-01-01", "2013-01-01"], ["2014-03-01"]),
+    "r4": ("2011-01-01", "2018-01-01", ["2011-06-01"], ["2016-01-01", "2017-01-01"]),
+}
+ROBUST_COUNTS = {  # pre days, pre relapses, post days, post relapses (worked out by hand above)
+    "r0": (1461, 2, 730, 2), "r1": (731, 4, 365, 0), "r2": (365, 1, 1096, 1), "r3": (2192, 6, 181, 1), "r4": (1096, 2, 1461, 2),
+}
+
+
+def robust_compute(cohort=ROBUST_COHORT, **params):
+    patients, treatments, relapses = [], [], []
+    for pid, (onset, end, pre, post) in cohort.items():
+        patients.append({"patient_id": pid, "onset_date": onset, "last_followup_date": "2018-06-01"})
+        treatments.append({"patient_id": pid, "treatment": "IVIG", "start_date": "2014-01-01", "end_date": end})
+        relapses += [{"patient_id": pid, "onset_date": d} for d in [onset, *pre, *post]]
+    return compute(patients, treatments, relapses, summary="crude", **params)
+
+
+def gee_poisson_period_sandwich(counts):
+    """Reference: Poisson GEE, log E[y] = b0 + b1 * post + log(days), independence working correlation,
+    fitted by Newton-Raphson on the long data (two rows per patient); sandwich A^-1 B A^-1 with the
+    meat B summed over each patient's two score contributions."""
+    y = np.array([[c[1], c[3]] for c in counts], dtype=float)  # patient x (pre, post)
+    days = np.array([[c[0], c[2]] for c in counts], dtype=float)
+    x = np.array([[1.0, 0.0], [1.0, 1.0]])  # design rows: pre, post
+    beta = np.zeros(2)
+    for _ in range(100):
+        mu = days * np.exp(x @ beta)  # patient x period
+        score = np.einsum("ij,jk->k", y - mu, x)
+        bread = np.einsum("ij,jk,jl->kl", mu, x, x)
+        step = np.linalg.solve(bread, score)
+        beta += step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    mu = days * np.exp(x @ beta)
+    bread = np.einsum("ij,jk,jl->kl", mu, x, x)
+    per_patient_score = (y - mu) @ x  # patient x parameter
+    meat = per_patient_score.T @ per_patient_score
+    inverse = np.linalg.inv(bread)
+    return beta, inverse @ meat @ inverse
+
+
+def test_robust_rate_ratio_ci_is_the_patient_clustered_sandwich_of_a_poisson_gee():
+    result = robust_compute(rate_ratio_ci="robust")
+    pp = result.per_patient.set_index("patient_id")
+    counts = [ROBUST_COUNTS[pid] for pid in pp.index]
+    assert pp[["pre_days", "pre_relapses", "post_days", "post_relapses"]].to_numpy().tolist() == [list(c) for c in counts]
+    beta, cov = gee_poisson_period_sandwich(counts)
+    n = 5
+    se = np.sqrt(n / (n - 1) * cov[1, 1])
+    half = stats.t.ppf(0.975, n - 1) * se
+    r = row(result, "rate_ratio")
+    # the GEE estimate is the crude ratio (15 pre relapses in 5845 days, 6 post in 3833 days)
+    assert r.estimate == pytest.approx(np.exp(beta[1]), rel=1e-12)
+    assert r.estimate == pytest.approx((6 / 3833) / (15 / 5845), rel=1e-12)
+    assert (r.low, r.high) == pytest.approx((np.exp(beta[1] - half), np.exp(beta[1] + half)), rel=1e-10)
+    assert (r.n, r.interval) == (5, "95% CI")
+    assert r.test.startswith("patient-clustered sandwich") and "n/(n-1) correction, t quantile with n-1 df" in r.test
+    assert any("patient-clustered sandwich" in note for note in result.notes)
+
+
+def test_robust_ci_differs_from_the_exact_default_only_in_the_rate_ratio_interval():
+    exact, robust = robust_compute(), robust_compute(rate_ratio_ci="robust")
+    e, r = row(exact, "rate_ratio"), row(robust, "rate_ratio")
+    assert e.test.startswith("exact conditional binomial")
+    assert e.estimate == r.estimate
+    assert (e.low, e.high) != pytest.approx((r.low, r.high))
+    for measure in ("pre", "post", "paired_test", "responders"):
+        assert row(exact, measure) == row(robust, measure)
+    assert any("exact conditional binomial" in note for note in exact.notes)
+
+
+def test_robust_rate_ratio_without_post_relapses_has_no_interval():
+    no_post = {pid: (onset, end, pre, []) for pid, (onset, end, pre, _) in ROBUST_COHORT.items()}
+    r = row(robust_compute(no_post, rate_ratio_ci="robust"), "rate_ratio")
+    assert (r.estimate, r.low, r.high) == (0.0, None, None)
+    assert "not estimable" in r.test
+
+
+def test_rate_ratio_ci_only_with_crude_and_validated():
+    from endpointkit.errors import SpecError
+
+    result = compute(summary="median_iqr", rate_ratio_ci="robust")
+    assert "rate_ratio" not in [r.measure for r in result.rows]
+    with pytest.raises(SpecError, match="expected one of exact, robust"):
+        params_for(ArrChange, rate_ratio_ci="sandwich")
