@@ -2,7 +2,7 @@
 
     python benchmarks/msprog_worker.py JOB.json RESULT.json
 
-pymsprog pins pandas<3 and numpy<2, so ``make bench`` installs it (``.[bench]``) into a venv of its
+pymsprog pins pandas<3 and numpy<2, so ``make bench`` installs it (the Makefile's ``PYMSPROG`` pin) into a venv of its
 own (benchmarks/data/pymsprog-venv) and this script runs there; it imports nothing from endpointkit.
 JOB.json: {"runs": [{"name", "visits", "relapses" (CSV path or null), "delta" ("ms_standard" or
 "builtin"), "kwargs" (MSprog keyword arguments)}]}. RESULT.json: per run the seconds MSprog took and,

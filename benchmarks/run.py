@@ -325,21 +325,27 @@ def report(results: dict, command: str) -> str:
                   "days apart lowers the pre counts more than the post counts and biases the ratio up); arr_change "
                   "`pre_window: since_onset_excl_first` (the simulator's pre window (onset, index] without the onset attack), "
                   "`post_lag_days: 0`; follow-up to treatment end (the simulator's post window).", "",
-                  "| frailty (gamma shape) | cohorts x patients | true ratio | mean estimate | SD of log estimate | exact CI coverage | patient-robust CI coverage | max rel. diff. from truth.json's realised ratio |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| frailty (gamma shape) | cohorts x patients | true ratio | mean estimate | SD of log estimate | exact CI coverage | robust CI coverage | mean log width exact / robust | max rel. diff. from truth.json's realised ratio |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in results["recovery"]:
             shape = "none (inf)" if math.isinf(r["frailty_shape"]) else f"{r['frailty_shape']:g} (variance {1 / r['frailty_shape']:g})"
             lines.append(f"| {shape} | {r['cohorts']} x {r['patients']} | {r['true_ratio']:g} | {r['mean_estimate']:.3f} | "
-                         f"{r['sd_log_estimate']:.3f} | **{r['coverage']:.1%}** | {r['robust_coverage']:.1%} | "
+                         f"{r['sd_log_estimate']:.3f} | {r['coverage']:.1%} | **{r['robust_coverage']:.1%}** | "
+                         f"{r['mean_log_ci_width']:.3f} / {r['mean_log_robust_ci_width']:.3f} | "
                          f"{r['max_relative_difference_from_truth_realised']:.1e} |")
-        lines += ["", "The exact CI treats the pooled counts as Poisson. Under the simulator's default gamma frailty the "
-                  "counts are over-dispersed between patients, and because patients contribute different shares of pre "
-                  "and post person-time the frailty does not cancel in the pooled ratio: the exact CI is then too narrow "
-                  "(compare the SD of the log estimate with the CI half-width / 1.96). Without frailty it is calibrated "
-                  "(slightly conservative, as exact intervals are). The patient-robust (sandwich, delta method on "
-                  "log(sum post / sum post days) - log(sum pre / sum pre days), computed in benchmarks/recovery.py, not an "
-                  "endpointkit option) shows the estimate itself is unbiased: the miss is the interval's Poisson assumption, "
-                  "not the pipeline (every estimate equals the truth's realised ratio).", ""]
+        lines += ["", "The exact CI (the contract's default) treats the pooled counts as Poisson. Under the simulator's "
+                  "default gamma frailty the counts are over-dispersed between patients, and because patients contribute "
+                  "different shares of pre and post person-time the frailty does not cancel in the pooled ratio: the exact "
+                  "CI is then too narrow. `arr_change`'s `rate_ratio_ci: robust` (patient-clustered sandwich: the crude "
+                  "ratio is the estimate of a Poisson GEE with a period indicator, clustered by patient; delta method on the "
+                  "log ratio, n/(n-1), t quantile with n-1 df; tested against a GEE fitted by hand in "
+                  "tests/test_arr_change.py) takes the between-patient variation from the data. With 200 cohorts the "
+                  "Monte Carlo error of a coverage of 95% is about ±3 points (95% limits), as wide as the target band "
+                  "itself, so the larger run is the one that says whether the interval is calibrated; its seeds include "
+                  "the 200 (seeds 1..N throughout, never chosen after the fact). Every estimate equals the truth's "
+                  "realised ratio: a miss is the interval, not the pipeline. A helper study (2,500 cohorts) also tried "
+                  "Mancl-DeRouen, jackknife, robust Fieller, inverted robust score, bootstrap BCa/percentile/t: none "
+                  "measurably better than the sandwich (94.2-94.8%), and the bootstrap takes seconds at 100,000 patients.", ""]
     lines += ["## Where the time goes, and what remains", ""] + [f"* {n}" for n in BOTTLENECKS] + [""]
     lines += ["## Changes made for these targets", ""] + [f"* {n}" for n in CHANGES] + [""]
     if results.get("notes"):
@@ -357,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--msprog-python", help="interpreter with pymsprog (default: benchmarks/data/pymsprog-venv, else this one)")
     parser.add_argument("--cohorts", type=int, default=200)
     parser.add_argument("--cohort-patients", type=int, default=300)
+    parser.add_argument("--large-cohorts", type=int, default=1000,
+                        help="a second, larger recovery run with frailty (0: skip); 200 cohorts leave +-3 points of noise")
     parser.add_argument("--skip", nargs="*", default=[], choices=["scale", "grid", "msprog", "recovery"])
     parser.add_argument("-o", "--output", type=Path, default=BENCH / "RESULTS.md")
     args = parser.parse_args(argv)
@@ -404,11 +412,20 @@ def main(argv: list[str] | None = None) -> int:
         log("4. recovery of a known rate ratio")
         results["recovery"] = [recovery.run(args.cohorts, args.cohort_patients, log=log),
                                recovery.run(args.cohorts, args.cohort_patients, {"frailty_shape": "inf"}, log=log)]
-        r = results["recovery"][0]
+        if args.large_cohorts:
+            results["recovery"].append(recovery.run(args.large_cohorts, args.cohort_patients, log=log))
         low, high = TARGETS["coverage"]
-        summary.append(("rate-ratio 95% CI coverage 93-97% (default frailty)", f"{r['coverage']:.1%} ({r['cohorts']} cohorts)", low <= r["coverage"] <= high))
-        r = results["recovery"][1]
-        summary.append(("... without frailty (Poisson counts)", f"{r['coverage']:.1%}", low <= r["coverage"] <= high))
+        frail, poisson = results["recovery"][0], results["recovery"][1]
+        summary.append((f"rate-ratio 95% CI coverage 93-97%, `rate_ratio_ci: robust`, default frailty, {frail['cohorts']} cohorts",
+                        f"{frail['robust_coverage']:.1%}", low <= frail["robust_coverage"] <= high))
+        if args.large_cohorts:
+            big = results["recovery"][2]
+            mc = 1.96 * math.sqrt(big["robust_coverage"] * (1 - big["robust_coverage"]) / big["cohorts"])
+            summary.append((f"... the same, {big['cohorts']} cohorts (Monte Carlo 95% limits)",
+                            f"{big['robust_coverage']:.1%} ± {mc:.1%}", low <= big["robust_coverage"] <= high))
+        summary.append(("... exact CI (the default), default frailty", f"{frail['coverage']:.1%}", low <= frail["coverage"] <= high))
+        summary.append(("... without frailty (Poisson counts): robust / exact",
+                        f"{poisson['robust_coverage']:.1%} / {poisson['coverage']:.1%}", low <= poisson["robust_coverage"] <= high))
     results["summary"] = summary
     results["seconds"] = time.perf_counter() - started
     args.output.write_text(report(results, command), encoding="utf-8")
