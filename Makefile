@@ -25,13 +25,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check core plugins tests specs $(wildcard benchmarks)
 
-# pymsprog (the .[bench] extra) pins pandas<3 and numpy<2: it gets a venv of its own in the
-# git-ignored benchmarks/data/, and benchmarks/run.py runs it there in a subprocess.
+# pymsprog pins pandas<3 and numpy<2 (endpointkit needs pandas>=3): it gets a venv of its own in the
+# git-ignored benchmarks/data/, without endpointkit, and benchmarks/run.py runs it there in a subprocess.
 BENCH_VENV := benchmarks/data/pymsprog-venv
+PYMSPROG := pymsprog==1.0.7
 
-$(BENCH_VENV)/.installed: pyproject.toml
+$(BENCH_VENV)/.installed: Makefile
 	test -x $(BENCH_VENV)/bin/python || $(BIN)/python -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet '.[bench]'
+	$(BENCH_VENV)/bin/python -m pip install --quiet '$(PYMSPROG)'
 	touch $@
 
 bench: $(STAMP) $(BENCH_VENV)/.installed
