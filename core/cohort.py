@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .data import LINE, TABLES, CohortData, empty_table
+from .data import LINE, PATIENT_ROW, TABLES, CohortData, empty_table
 from .params import MONTH_DAYS
 from .spec import CohortSettings
 
@@ -204,7 +204,9 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     pid = patients["patient_id"]
     n_all = len(patients)
     ids = pd.Index(pid)
-    codes = {name: ids.get_indexer(frame["patient_id"]) for name, frame in tables.items()}
+    loaded_order = PATIENT_ROW in patients and np.array_equal(patients[PATIENT_ROW].to_numpy(), np.arange(n_all))
+    codes = {name: frame[PATIENT_ROW].to_numpy() if loaded_order and PATIENT_ROW in frame else ids.get_indexer(frame["patient_id"])
+             for name, frame in tables.items()}
 
     # index date: first course of the index treatment, else its first administration
     treatments = tables["treatments"]
@@ -271,16 +273,22 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
 
     kept = np.zeros(n_all, dtype=bool)  # the analysed patients' records, from the codes
     kept[patients.index.to_numpy()] = True
-    tables = {name: (frame.copy(deep=False) if kept.all() and (codes[name] >= 0).all() else frame.iloc[_take_codes(codes[name], kept)])
-              for name, frame in tables.items()}
+    for name, frame in tables.items():
+        if not (kept.all() and (codes[name] >= 0).all()):
+            rows = _take_codes(codes[name], kept)
+            tables[name], codes[name] = frame.iloc[rows], codes[name][rows]
+        else:
+            tables[name] = frame.copy(deep=False)
     patients = patients.reset_index(drop=True)
     if "relapses" in tables:
         tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
     for name in ("edss", "titers"):  # the endpoints use the later CSV line of a same-day pair
         if name in tables and len(tables[name]):
-            frame = tables[name].sort_values(["patient_id", "date", LINE], kind="stable")
-            earlier = frame.duplicated(["patient_id", "date"], keep="last")
-            quality.add(name, frame[earlier], "another record of the patient on the same day; the later CSV line is used", "ignored")
+            frame = tables[name]
+            pairs = pd.DataFrame({"patient": codes[name], "date": frame["date"].to_numpy()}).duplicated(keep=False).to_numpy()
+            same_day = frame[pairs].sort_values(["patient_id", "date", LINE], kind="stable")
+            earlier = same_day.duplicated(["patient_id", "date"], keep="last")
+            quality.add(name, same_day[earlier], "another record of the patient on the same day; the later CSV line is used", "ignored")
 
     attrition = pd.DataFrame(steps, columns=["step", "remaining"])
     attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)

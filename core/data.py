@@ -71,6 +71,9 @@ ALWAYS_REQUIRED = ("patients", "treatments")
 TEXT = pd.StringDtype("python", na_value=np.nan)
 UNKNOWN_PATIENT = "expected a patient_id listed in patients"
 LINE = "_line"  # CSV line of each record, kept for traceability
+# Each record's patient as a row number of the patients table as loaded: the cohort uses it instead
+# of looking every patient_id up again (absent when a table was prepared on its own).
+PATIENT_ROW = "_patient_row"
 
 
 @dataclass
@@ -250,8 +253,11 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
             frame[column] = _plain_text(frame[column])
     _check_values(name, frame)
     if known_ids is not None:
-        unknown = known_ids.get_indexer(ids.values.to_numpy(dtype=object)) < 0
-        _fail(name, frame, ids.rows(unknown), "patient_id", UNKNOWN_PATIENT)
+        position = known_ids.get_indexer(ids.values.to_numpy(dtype=object))
+        _fail(name, frame, ids.rows(position < 0), "patient_id", UNKNOWN_PATIENT)
+        frame[PATIENT_ROW] = np.append(position, -1)[ids.codes]
+    elif name == "patients":
+        frame[PATIENT_ROW] = np.arange(len(frame))
     return frame
 
 
