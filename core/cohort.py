@@ -78,6 +78,11 @@ class Cohort:
         """A copy of the cohort with one table replaced (e.g. only severe relapses)."""
         return dataclasses.replace(self, tables={**self.tables, name: frame})
 
+    def patient_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each record's row in ``patients`` (-1: not an analysed patient): integer keys for
+        ``np.bincount`` and numpy indexing instead of joins and group-bys on the text patient_id."""
+        return pd.Index(self.patients["patient_id"]).get_indexer(frame["patient_id"])
+
     def with_patient_columns(self, name: str, *columns: str) -> pd.DataFrame:
         """A table with per-patient columns (e.g. ``index_date``) merged onto each record."""
         return self.table(name).merge(self.patients[["patient_id", *columns]], on="patient_id", how="inner")

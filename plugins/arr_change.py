@@ -65,8 +65,10 @@ def compute_arr(cohort, params: ArrParams, year_days: float) -> pd.DataFrame:
     patients = cohort.patients
     relapses = cohort.table("relapses")[["patient_id", "onset_date"]]
     start, reason = window_starts(cohort, params, relapses)
-    if params.pre_window == "since_onset_excl_first":
-        relapses = relapses[relapses.groupby("patient_id").cumcount() > 0]  # sorted by onset already
+    row = cohort.patient_rows(relapses)  # each relapse's patient, as a row of `patients`
+    if params.pre_window == "since_onset_excl_first":  # sorted by onset already
+        later = pd.Series(row).groupby(row).cumcount().to_numpy() > 0
+        relapses, row = relapses[later], row[later]
     index = patients["index_date"]
     post_start = index + pd.Timedelta(days=params.post_lag_days)
     end = patients["followup_end"]
@@ -74,17 +76,20 @@ def compute_arr(cohort, params: ArrParams, year_days: float) -> pd.DataFrame:
         "patient_id": patients["patient_id"], "pre_start": start, "pre_end": index,
         "post_start": post_start, "post_end": end,
     })
-    merged = relapses.merge(frame, on="patient_id", how="inner")
-    days_before = (merged["pre_end"] - merged["onset_date"]).dt.days
-    in_pre = (merged["onset_date"] >= merged["pre_start"]) & (merged["onset_date"] <= merged["pre_end"])
-    in_pre &= ~(days_before < params.exclude_index_relapse_days)
-    in_post = (merged["onset_date"] > merged["post_start"]) & (merged["onset_date"] <= merged["post_end"])
-    pre_counts = merged[in_pre].groupby("patient_id").size()
-    post_counts = merged[in_post].groupby("patient_id").size()
+    known = row >= 0
+    onset, row = relapses["onset_date"].to_numpy(dtype="datetime64[ns]")[known], row[known]
+
+    def at(column: str) -> np.ndarray:  # a per-patient date on each relapse's row (NaT compares False)
+        return frame[column].to_numpy(dtype="datetime64[ns]")[row]
+
+    days_before = (at("pre_end") - onset) / np.timedelta64(1, "D")
+    in_pre = (onset >= at("pre_start")) & (onset <= at("pre_end")) & ~(days_before < params.exclude_index_relapse_days)
+    in_post = (onset > at("post_start")) & (onset <= at("post_end"))
+    n = len(frame)
     frame["pre_days"] = (frame["pre_end"] - frame["pre_start"]).dt.days
     frame["post_days"] = (frame["post_end"] - frame["post_start"]).dt.days
-    frame["pre_relapses"] = frame["patient_id"].map(pre_counts).fillna(0).astype(int)
-    frame["post_relapses"] = frame["patient_id"].map(post_counts).fillna(0).astype(int)
+    frame["pre_relapses"] = np.bincount(row[in_pre], minlength=n).astype(int)
+    frame["post_relapses"] = np.bincount(row[in_post], minlength=n).astype(int)
     reason = reason.copy()
     short_pre = reason.isna() & ((frame["pre_days"] <= 0) | (frame["pre_days"] < params.min_pre_days))
     reason[short_pre] = f"pre window of 0 days or shorter than min_pre_days ({params.min_pre_days})"

@@ -25,6 +25,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from endpointkit import Duration, Endpoint, EndpointResult, hookimpl, param
@@ -109,14 +110,18 @@ def compute_relapse_free(cohort, params: RelapseFreeParams) -> pd.DataFrame:
         "post_start": index + pd.Timedelta(days=params.post_lag_days),
     })
     frame["post_days"] = (frame["followup_end"] - frame["post_start"]).dt.days
-    relapses = cohort.table("relapses")[["patient_id", "onset_date"]]
-    merged = relapses.merge(frame[["patient_id", "post_start", "followup_end"]], on="patient_id", how="inner")
-    in_post = merged[(merged["onset_date"] > merged["post_start"]) & (merged["onset_date"] <= merged["followup_end"])]
-    by_patient = in_post.groupby("patient_id")["onset_date"]
-    # reindex rather than Series.map: pandas 3 cannot map string ids through an empty datetime Series
-    ids = frame["patient_id"].to_numpy()
-    frame["post_relapses"] = by_patient.size().reindex(ids, fill_value=0).to_numpy().astype(int)
-    frame["first_relapse_date"] = by_patient.min().reindex(ids).to_numpy().astype("datetime64[ns]")
+    relapses = cohort.table("relapses")
+    row = cohort.patient_rows(relapses)  # each relapse's patient, as a row of `patients`
+    known = row >= 0
+    onset, row = relapses["onset_date"].to_numpy(dtype="datetime64[ns]")[known], row[known]
+    post_start = frame["post_start"].to_numpy(dtype="datetime64[ns]")[row]
+    end = frame["followup_end"].to_numpy(dtype="datetime64[ns]")[row]
+    in_post = (onset > post_start) & (onset <= end)  # NaT compares False
+    frame["post_relapses"] = np.bincount(row[in_post], minlength=len(frame)).astype(int)
+    first = np.full(len(frame), np.iinfo(np.int64).max)
+    np.minimum.at(first, row[in_post], onset[in_post].view(np.int64))
+    frame["first_relapse_date"] = np.where(first == np.iinfo(np.int64).max, np.datetime64("NaT", "ns"),
+                                           first.view("datetime64[ns]"))
 
     included = frame["post_days"] > 0
     frame["included"] = included
