@@ -90,6 +90,8 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     ``skipinitialspace`` reading does."""
     encoded = pc.dictionary_encode(column).combine_chunks()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if not pc.any(pc.starts_with(encoded.dictionary, " ")).as_py():  # usual: nothing to trim, texts distinct
+        return pd.Categorical.from_codes(codes, categories=pd.Index(pd.array(encoded.dictionary, dtype="str")))
     texts = pc.utf8_ltrim(encoded.dictionary, characters=" ").to_numpy(zero_copy_only=False).astype(object)
     remap, categories = pd.factorize(pd.Series(texts, dtype=object).replace("", None), use_na_sentinel=True)
     codes = np.append(remap, -1)[codes]
