@@ -126,3 +126,13 @@ def test_same_day_edss_and_titer_records_are_reported_as_ignored():
     cohort = make_cohort(patients=P, treatments=T, administrations=A, edss=edss, titers=titers)
     ignored = cohort.quality[cohort.quality["reason"].str.contains("same day")]
     assert ignored[["table", "line"]].values.tolist() == [["edss", 2], ["titers", 2], ["titers", 3]]
+
+
+def test_patient_rows_give_each_record_its_row_in_the_analysed_patients():
+    cohort = make_cohort(patients=P, treatments=T, administrations=A)
+    admins = cohort.table("administrations")
+    rows = cohort.patient_rows(admins)
+    assert cohort.patients["patient_id"].to_numpy()[rows].tolist() == admins["patient_id"].tolist()
+    other = pd.DataFrame({"patient_id": ["d", "zz", "a"]})  # d is not analysed (never on IVIG), zz unknown
+    assert cohort.patient_rows(other).tolist()[:2] == [-1, -1]
+    assert cohort.patients["patient_id"].iloc[cohort.patient_rows(other)[2]] == "a"
