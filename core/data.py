@@ -241,6 +241,8 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
         blank = distinct[column].blank() if column in distinct else frame[column].isna()
         _fail(name, frame, blank, column, "expected a value (required column)")
     ids = distinct["patient_id"]
+    if not isinstance(ids.values.dtype, pd.StringDtype):  # a source that gave numbers or objects as ids
+        ids.values = ids.values.astype(TEXT)
     ids.values = ids.values.str.strip().astype(TEXT)  # strip first: vectorised when the source gave Arrow text
     frame["patient_id"] = ids.spread(ids.values)
     for column, kind in typed.items():

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from endpointkit.data import LINE, prepare_table
+from endpointkit.data import LINE, PATIENT_ROW, prepare_table
 from endpointkit.errors import DataError
 from endpointkit.output import _write_csv
 from endpointkit.plugins.sources import CsvFolder
@@ -115,3 +115,12 @@ def test_a_header_with_a_quoted_line_break_is_still_read(tmp_path):
     frame, _ = CsvFolder().read_table(tmp_path, "patients")
     assert frame["patient_id"].tolist() == ["P1"]
     assert frame[LINE].tolist() == [3]
+
+
+def test_a_source_may_hand_over_ids_as_numbers():
+    patients = prepare_table("patients", pd.DataFrame({"patient_id": [1, 2], "sex": ["F", "M"]}))
+    known = pd.Index(patients["patient_id"].to_numpy(dtype=object))
+    treatments = prepare_table("treatments", pd.DataFrame(
+        {"patient_id": [2, 1], "treatment": ["IVIG", "IVIG"], "start_date": ["2020-01-01", "2021-01-01"]}), known_ids=known)
+    assert patients["patient_id"].tolist() == ["1", "2"]
+    assert treatments[PATIENT_ROW].tolist() == [1, 0]
