@@ -8,6 +8,7 @@ when present.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -323,12 +324,23 @@ def _check_values(name: str, frame: pd.DataFrame) -> None:
         _fail(name, frame, bad, "grade", "expected a grade 1, 2, 3, 4 or 5")
 
 
-def check_patients_known(tables: dict[str, pd.DataFrame]) -> None:
-    known = set(tables["patients"]["patient_id"])
-    for name, frame in tables.items():
+def prepare_tables(frames: Iterable[tuple[str, pd.DataFrame]],
+                   columns: dict[str, dict[str, str]] | None = None) -> dict[str, pd.DataFrame]:
+    """``prepare_table`` for each (name, raw frame), patients first: every later table's patient_id
+    must be one of its ids, and each record gets its patient's row (``PATIENT_ROW``)."""
+    tables: dict[str, pd.DataFrame] = {}
+    known: pd.Index | None = None
+    for name, frame in frames:
+        if name != "patients" and known is None:
+            raise ValueError(f"prepare_tables: {name} given before patients")
+        tables[name] = prepare_table(name, frame, (columns or {}).get(name), known)
         if name == "patients":
-            continue
-        _fail(name, frame, ~frame["patient_id"].isin(known), "patient_id", UNKNOWN_PATIENT)
+            known = pd.Index(tables[name]["patient_id"].to_numpy(dtype=object))  # unique: checked
+    return tables
+
+
+def patients_first(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=lambda name: name != "patients")
 
 
 def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
@@ -348,21 +360,21 @@ def load_data(source, path: Path, required: list[str], optional: list[str], colu
     """Read every needed table through ``source`` and validate it."""
     if not path.exists():
         raise DataError("data", f"data folder not found: {path}")
-    tables, checksums = {}, {}
-    known: pd.Index | None = None
-    for name in sorted(required + optional, key=lambda table: table != "patients"):  # patients first: its ids are known
-        raw = source.read_table(path, name)
-        if raw is None:
-            if name in required:
-                raise DataError(name, f"table not found in {path} (expected {source.describe(name)}); it is required by the chosen endpoints")
-            continue
-        frame, checksum = raw
-        if frame.empty and name in ("patients", "treatments"):
-            raise DataError(name, "the table has no rows")
-        tables[name] = prepare_table(name, frame, columns.get(name), known)
-        checksums[name] = checksum
-        if name == "patients":
-            known = pd.Index(tables[name]["patient_id"].to_numpy(dtype=object))  # unique: checked
+    checksums: dict[str, str] = {}
+
+    def read():  # one table at a time, so that each raw file is released once it is typed
+        for name in patients_first(required + optional):
+            raw = source.read_table(path, name)
+            if raw is None:
+                if name in required:
+                    raise DataError(name, f"table not found in {path} (expected {source.describe(name)}); it is required by the chosen endpoints")
+                continue
+            frame, checksums[name] = raw
+            if frame.empty and name in ("patients", "treatments"):
+                raise DataError(name, "the table has no rows")
+            yield name, frame
+
+    tables = prepare_tables(read(), columns)
     return CohortData(tables=tables, checksums=checksums, source=source.name, path=path)
 
 

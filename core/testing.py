@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .cohort import Cohort, build_cohort
-from .data import TABLES, CohortData, check_patients_known, prepare_table
+from .data import TABLES, CohortData, patients_first, prepare_tables
 from .endpoint import Context
 from .manager import get_plugin_manager
 from .params import build_params
@@ -32,17 +32,14 @@ def _frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
 
 def make_data(**tables: list[dict[str, Any]] | pd.DataFrame) -> CohortData:
     """Validated canonical tables from lists of records (values as CSV text)."""
-    prepared = {}
+    frames = {}
     for name, rows in tables.items():
         if name not in TABLES:
             raise ValueError(f"unknown table {name}")
         frame = _frame(rows)
-        if frame.empty:
-            frame = pd.DataFrame(columns=list(TABLES[name].required))
-        prepared[name] = prepare_table(name, frame)
-    if "treatments" not in prepared:
-        prepared["treatments"] = prepare_table("treatments", pd.DataFrame(columns=list(TABLES["treatments"].required)))
-    check_patients_known(prepared)
+        frames[name] = pd.DataFrame(columns=list(TABLES[name].required)) if frame.empty else frame
+    frames.setdefault("treatments", pd.DataFrame(columns=list(TABLES["treatments"].required)))
+    prepared = prepare_tables((name, frames[name]) for name in patients_first(frames))
     return CohortData(tables=prepared)
 
 

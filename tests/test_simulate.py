@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from endpointkit.cli import main
-from endpointkit.data import EDSS_GRID, TABLES, check_patients_known, prepare_table
+from endpointkit.data import EDSS_GRID, TABLES, prepare_table, prepare_tables
 from endpointkit.errors import UsageError
 from endpointkit.simulate import (
     PARAMETER_NAMES,
@@ -92,8 +92,7 @@ def test_different_seed_gives_different_tables():
 
 def test_every_table_passes_endpointkit_validation(sim):
     assert list(sim.tables) == list(TABLES)
-    prepared = {name: prepare_table(name, frame) for name, frame in sim.tables.items()}
-    check_patients_known(prepared)
+    prepared = prepare_tables(sim.tables.items())  # every patient_id listed in patients, or an error
     for name, frame in sim.tables.items():
         assert list(frame.columns) == list(TABLES[name].all_columns), name
         for column in TABLES[name].dates:
