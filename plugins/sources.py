@@ -45,7 +45,7 @@ class CsvFolder:
         frame = _read_arrow(raw, header)
         if frame is None:  # something Arrow refuses (a ragged row, a line of spaces): pandas and a line scan
             frame = _read_pandas(raw, table, path.name)
-        lines = _simple_lines(raw, table, frame)
+        lines = _simple_lines(raw, frame)
         if lines is None:
             lines = _record_lines(raw, table)
         frame.columns = [str(c).strip() for c in frame.columns]
@@ -56,9 +56,9 @@ class CsvFolder:
 
 def _header(raw: bytes, table: str) -> list[str]:
     """The header's column names (first non-blank line), each named once."""
-    for number, line in enumerate(raw.split(b"\n", 50), start=1):
+    for number, line in enumerate(io.BytesIO(raw), start=1):  # line by line: no copy of the file
         if line.strip():
-            names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r")]))
+            names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")]))
             _check_header(names, table, number)
             return names
     return []
@@ -68,8 +68,6 @@ def _read_arrow(raw: bytes, header: list[str]) -> pd.DataFrame | None:
     """Every column as text, read by Arrow (multi-threaded C++) and handed over in dictionary form
     (a pandas Categorical: each distinct text once plus a code per row), which is what the typing
     in core/data.py works on. None when Arrow cannot read the file as a clean table."""
-    if len(set(header)) != len(header) or not header:
-        return None
     try:
         table = pacsv.read_csv(
             pa.py_buffer(raw),
@@ -122,24 +120,26 @@ _VISIBLE = np.ones(256, dtype=bool)
 _VISIBLE[list(b" \t\r\n")] = False
 
 
-def _simple_lines(raw: bytes, table: str, frame: pd.DataFrame) -> np.ndarray | None:
+def _simple_lines(raw: bytes, frame: pd.DataFrame) -> np.ndarray | None:
     """Line numbers without a scan, when they follow from counts alone: no quotes, no blank lines
     (as many line breaks as records) and as many commas as a full header's worth on every line.
 
-    pandas refuses rows with too many fields, so with the total right no row can have too few.
-    Returns None when any of this does not hold; the full scan then finds the lines (and the error).
+    pandas and Arrow refuse rows with too many fields, so with the total right no row can have too
+    few. Returns None when any of this does not hold; the full scan then finds the lines (and the
+    error). The header's names were checked by ``_header``.
     """
-    body = raw.rstrip(b"\r\n")
-    first_break = body.find(b"\n")
-    header = body if first_break < 0 else body[:first_break]
-    if b'"' in body or not header.strip() or not isinstance(frame.index, pd.RangeIndex):
+    end = len(raw)
+    while end and raw[end - 1] in b"\r\n":  # trailing line breaks, counted without copying the file
+        end -= 1
+    first_break = raw.find(b"\n", 0, end)
+    header = raw[:end] if first_break < 0 else raw[:first_break]
+    if raw.find(b'"', 0, end) >= 0 or not header.strip() or not isinstance(frame.index, pd.RangeIndex):
         return None
     fields = header.count(b",") + 1
-    if len(frame.columns) != fields or body.count(b"\n") != len(frame):
+    if len(frame.columns) != fields or raw.count(b"\n", 0, end) != len(frame):
         return None
-    if body.count(b",") != (len(frame) + 1) * (fields - 1):
+    if raw.count(b",", 0, end) != (len(frame) + 1) * (fields - 1):
         return None
-    _check_header(header.decode("utf-8-sig").split(","), table, 1)
     return np.arange(2, len(frame) + 2, dtype=np.int64)
 
 
