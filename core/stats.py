@@ -153,11 +153,21 @@ def _signed_rank_permutation_p(diff: np.ndarray, zero_method: str) -> float:
 def paired_test_row(measure: str, pre, post, settings: PairedTestSettings, *, label: str | None = None) -> Row:
     """Wilcoxon signed-rank on ``post - pre`` over complete pairs (scipy.stats.wilcoxon).
 
-    ``test`` records the settings, the method that actually ran, the pairs and the zero differences.
+    For values whose difference is exact in floating point (EDSS steps of 0.5). Where a difference
+    must be computed exactly first (rates, log ratios), compute it and call :func:`signed_rank_row`.
     """
     pre_a, post_a = np.asarray(pre, dtype=float), np.asarray(post, dtype=float)
     keep = ~(np.isnan(pre_a) | np.isnan(post_a))
-    diff = post_a[keep] - pre_a[keep]
+    return signed_rank_row(measure, post_a[keep] - pre_a[keep], settings, label=label)
+
+
+def signed_rank_row(measure: str, diff, settings: PairedTestSettings, *, label: str | None = None) -> Row:
+    """Wilcoxon signed-rank on paired differences (NaN = incomplete pair, left out).
+
+    ``test`` records the settings, the method that actually ran, the pairs and the zero differences.
+    """
+    diff = np.asarray(diff, dtype=float)
+    diff = diff[~np.isnan(diff)]
     n, zeros = int(diff.size), int((diff == 0).sum())
     nonzero_for_test = n - zeros if settings.zero_method == "wilcox" else n
     if nonzero_for_test == 0 or (diff == 0).all():

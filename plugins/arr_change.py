@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import numpy as np
@@ -12,7 +13,7 @@ from scipy import stats
 from endpointkit import Duration, Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.endpoint import excluded_by_reason
 from endpointkit.errors import SpecError
-from endpointkit.stats import median_row, paired_test_row, poisson_rate_row, proportion_row
+from endpointkit.stats import median_row, poisson_rate_row, proportion_row, signed_rank_row
 
 PreWindow = Literal["since_onset", "since_onset_excl_first", "last_12m", "last_24m", "since_prior_treatment"]
 LOOKBACK_DAYS = {"last_12m": Duration(12, "months").days, "last_24m": Duration(24, "months").days}
@@ -103,6 +104,36 @@ def compute_arr(cohort, params: ArrParams, year_days: float) -> pd.DataFrame:
     return frame
 
 
+def exact_rate_difference(frame: pd.DataFrame, year_days: float) -> np.ndarray:
+    """post ARR - pre ARR per patient, computed as an exact fraction and rounded once to a double.
+
+    ARR = count * year_days / days. The difference is
+    year_days * (post_count * pre_days - pre_count * post_days) / (post_days * pre_days): the integer
+    products and Python's correctly rounded int / int division make two equal rates an exact 0,
+    whatever order floating-point evaluation would take. NaN where a window is missing.
+    """
+    p, q = Fraction(year_days).as_integer_ratio()
+    columns = ("pre_relapses", "pre_days", "post_relapses", "post_days")
+    valid = frame[list(columns)].notna().all(axis=1).to_numpy() & frame["included"].to_numpy(dtype=bool)
+    pre_c, pre_d, post_c, post_d = (frame[c].to_numpy()[valid].astype(np.int64).astype(object) for c in columns)
+    numerator = p * (post_c * pre_d - pre_c * post_d)
+    denominator = q * post_d * pre_d
+    diff = np.full(len(frame), np.nan)
+    diff[valid] = (numerator / denominator).astype(float) if valid.any() else []
+    return diff
+
+
+def responder_mask(used: pd.DataFrame, rule: str) -> pd.Series:
+    """Responders decided exactly: rates compared as integer cross-products (the year length cancels)."""
+    pre_c, pre_d = used["pre_relapses"].astype(np.int64), used["pre_days"].astype(np.int64)
+    post_c, post_d = used["post_relapses"].astype(np.int64), used["post_days"].astype(np.int64)
+    if rule == "reduced":  # post_c / post_d < pre_c / pre_d
+        return post_c * pre_d < pre_c * post_d
+    if rule == "halved":  # post_c / post_d <= pre_c / (2 pre_d)
+        return 2 * post_c * pre_d <= pre_c * post_d
+    return post_c == 0
+
+
 RATE_RATIO_LABEL = "Rate ratio post/pre (crude)"
 ROBUST_RATE_RATIO_TEST = (
     "patient-clustered sandwich (Poisson GEE with period indicator, independence; delta method on log rate ratio), "
@@ -186,16 +217,11 @@ class ArrChange(Endpoint):
                 median_row("pre", used["pre_arr"], ctx.quantile_method, summary=params.summary, label=f"ARR before, {words}"),
                 median_row("post", used["post_arr"], ctx.quantile_method, summary=params.summary, label=f"ARR after, {words}"),
             ]
-        rows.append(paired_test_row("paired_test", used["pre_arr"], used["post_arr"], ctx.paired_test, label="ARR change, p"))
-        if params.responder == "reduced":
-            responders = used["post_arr"] < used["pre_arr"]
-            words = "post-index ARR below pre-index ARR"
-        elif params.responder == "halved":
-            responders = used["post_arr"] <= used["pre_arr"] / 2
-            words = "post-index ARR at most half the pre-index ARR"
-        else:
-            responders = used["post_relapses"] == 0
-            words = "no relapse after index"
+        frame["arr_difference"] = exact_rate_difference(frame, ctx.year_days)
+        rows.append(signed_rank_row("paired_test", frame.loc[used.index, "arr_difference"], ctx.paired_test, label="ARR change, p"))
+        responders = responder_mask(used, params.responder)
+        words = {"reduced": "post-index ARR below pre-index ARR", "halved": "post-index ARR at most half the pre-index ARR",
+                 "relapse_free": "no relapse after index"}[params.responder]
         frame["responder"] = responders.reindex(frame.index)
         rows.append(proportion_row("responders", int(responders.sum()), n, label=f"Responders ({params.responder}), n (%)"))
         if params.summary == "crude" and params.rate_ratio_ci == "robust":
@@ -212,7 +238,8 @@ class ArrChange(Endpoint):
         notes = [
             f"ARR = relapses / (days / {ctx.year_days:g}) per patient; pre window {window}, [start, index] "
             f"(a relapse on the index day is pre){skip_text}; "
-            f"post window (index + {params.post_lag_days} days, follow-up end]. Responder: {words}."
+            f"post window (index + {params.post_lag_days} days, follow-up end]. Responder: {words}. Rates are compared "
+            "and subtracted exactly (as fractions), so an unchanged rate is neither a responder nor a non-zero difference."
         ]
         if params.summary == "crude":
             notes.append(

@@ -9,7 +9,7 @@ Definitions (endpoints.md, pinned detail 7):
   (``lod``). Medians/IQR use the study quantile method on these values, or on their log2 (a 0 being
   -inf; a quantile touching -inf is ``negative``) and are back-transformed (2**x, 0 for -inf).
 * the paired Wilcoxon test is on log2 values of complete pairs, negatives at log2(lod/2) (log2(lod)
-  under ``lod``).
+  under ``lod``), each difference computed as log2(post / pre) so that equal fold changes tie exactly.
 
 Choices where the contract is silent (also stated in the notes):
 
@@ -39,7 +39,7 @@ from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.data import LINE
 from endpointkit.endpoint import excluded_by_reason
 from endpointkit.errors import SpecError
-from endpointkit.stats import median_row, paired_test_row, proportion_row
+from endpointkit.stats import median_row, proportion_row, signed_rank_row
 
 DASH = "\u2013"
 
@@ -176,14 +176,25 @@ def pick_titers(cohort, params: TiterParams) -> tuple[pd.DataFrame, int]:
 
 
 def analysis_values(reciprocal: pd.Series, negative: pd.Series, params: TiterParams) -> tuple[pd.Series, pd.Series]:
-    """(value for medians, log2 value for the paired test) of picked titers (NaN when none)."""
+    """(value for medians, value for the paired test) of picked titers (NaN when none).
+
+    The test value is the reciprocal titer with negatives at lod/2 (lod under ``lod``): never 0, so
+    its log2 and fold changes are finite.
+    """
     is_negative = negative.astype("boolean").fillna(False).astype(bool)
     substitute = {"zero_rank": 0.0, "lod_half": params.lod / 2, "lod": params.lod}[params.negative_value]
     value = reciprocal.where(~is_negative, substitute)
     test_negative = params.lod if params.negative_value == "lod" else params.lod / 2
-    with np.errstate(divide="ignore"):
-        log2 = np.log2(reciprocal.where(~is_negative, test_negative).astype(float))
-    return value.astype(float), log2.where(reciprocal.notna())
+    test_value = reciprocal.where(~is_negative, test_negative).astype(float)
+    return value.astype(float), test_value.where(reciprocal.notna())
+
+
+def log2_fold_change(pre_test_value: pd.Series, post_test_value: pd.Series) -> pd.Series:
+    """log2(post / pre): one rounding, so equal fold changes tie exactly (480->120 and 40->10 are -2).
+
+    log2(post) - log2(pre) rounds twice and can differ in the last bit between equal fold changes.
+    """
+    return np.log2(post_test_value.astype(float) / pre_test_value.astype(float))
 
 
 # --------------------------------------------------------------------------- endpoint
@@ -200,8 +211,10 @@ class TiterReduction(Endpoint):
     def compute(self, cohort, params: TiterParams, ctx) -> EndpointResult:
         frame, duplicates = cohort.memo(ctx, ("titer_reduction", repr(params)), lambda: pick_titers(cohort, params))
         frame = frame.copy(deep=False)  # columns are added below; the memoised frame is shared by variants
-        frame["pre_value"], frame["pre_log2"] = analysis_values(frame["pre_reciprocal"], frame["pre_negative"], params)
-        frame["post_value"], frame["post_log2"] = analysis_values(frame["post_reciprocal"], frame["post_negative"], params)
+        frame["pre_value"], pre_test_value = analysis_values(frame["pre_reciprocal"], frame["pre_negative"], params)
+        frame["post_value"], post_test_value = analysis_values(frame["post_reciprocal"], frame["post_negative"], params)
+        frame["pre_log2"], frame["post_log2"] = np.log2(pre_test_value), np.log2(post_test_value)
+        frame["log2_fold_change"] = log2_fold_change(pre_test_value, post_test_value)
         has_pre, has_post = frame["pre_reciprocal"].notna(), frame["post_reciprocal"].notna()
         pair = has_pre & has_post
         frame["pair"] = pair
@@ -226,7 +239,7 @@ class TiterReduction(Endpoint):
                              f"Titer after index ({post_word}), {scale} ({who}n = {len(post_values)})"),
         ]
         pairs = frame[pair]
-        rows.append(paired_test_row("paired_test", pairs["pre_log2"], pairs["post_log2"], ctx.paired_test,
+        rows.append(signed_rank_row("paired_test", pairs["log2_fold_change"], ctx.paired_test,
                                     label=f"Titer change (log2), p (n = {len(pairs)} pairs)"))
         n_positive = int(positive_before.sum())
         rows.append(proportion_row("became_negative", int(frame["became_negative"].fillna(False).sum()), n_positive,
@@ -250,7 +263,7 @@ class TiterReduction(Endpoint):
             + ", shown as 1:N with N rounded half up, 'negative' for 0; "
             + ("pre and post medians over every patient with that titer, the test on complete pairs."
                if params.population == "all_available" else "everything on complete pairs."),
-            f"Paired test on log2 titers of complete pairs, negatives at log2({test_negative:g}). "
+            f"Paired test on log2(post / pre) of complete pairs (equal fold changes tie exactly), negatives at {test_negative:g}. "
             "Became negative: positive before and negative after, over patients positive before with a post titer.",
         ]
         if params.negative_value != "zero_rank":
@@ -261,7 +274,7 @@ class TiterReduction(Endpoint):
         frame = frame[[
             "patient_id", "index_date", "followup_end", "pre_window_start",
             "pre_date", "pre_titer", "pre_line", "pre_reciprocal", "pre_negative", "pre_value", "pre_log2",
-            "post_date", "post_titer", "post_line", "post_reciprocal", "post_negative", "post_value", "post_log2",
+            "post_date", "post_titer", "post_line", "post_reciprocal", "post_negative", "post_value", "post_log2", "log2_fold_change",
             "pair", "in_pre_summary", "in_post_summary", "became_negative", "same_day_duplicates_ignored",
         ]]
         partly = params.population == "all_available"

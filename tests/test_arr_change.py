@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from endpointkit.plugins.arr_change import ArrChange
@@ -251,3 +253,79 @@ def test_rate_ratio_ci_only_with_crude_and_validated():
     assert "rate_ratio" not in [r.measure for r in result.rows]
     with pytest.raises(SpecError, match="expected one of exact, robust"):
         params_for(ArrChange, rate_ratio_ci="sandwich")
+
+
+# --------------------------------------------------------------------------- exact ties
+
+
+def one_window_patients(windows):
+    """Tables for patients given as (pre relapses, pre days, post relapses, post days).
+
+    Index 2020-01-01 for everyone; onset = index - pre days; relapses spread 30+ days apart inside
+    each window (so none merge); follow-up ends with the IVIG course at index + post days.
+    """
+    import datetime as dt
+
+    index = dt.date(2020, 1, 1)
+    patients, treatments, relapses = [], [], []
+    for i, (pre_c, pre_d, post_c, post_d) in enumerate(windows):
+        pid = f"t{i}"
+        onset, end = index - dt.timedelta(days=pre_d), index + dt.timedelta(days=post_d)
+        patients.append({"patient_id": pid, "onset_date": onset.isoformat(), "last_followup_date": end.isoformat()})
+        treatments.append({"patient_id": pid, "treatment": "IVIG", "start_date": index.isoformat(), "end_date": end.isoformat()})
+        relapses += [{"patient_id": pid, "onset_date": (onset + dt.timedelta(days=k * (pre_d // pre_c))).isoformat()} for k in range(pre_c)]
+        relapses += [{"patient_id": pid, "onset_date": (end - dt.timedelta(days=k * (post_d // post_c))).isoformat()} for k in range(post_c)]
+    return {"patients": patients, "treatments": treatments, "relapses": relapses}
+
+
+def test_an_unchanged_rate_is_an_exact_tie_not_a_responder_or_a_difference():
+    # t0: 1 relapse in 366 days before, 3 in 1,098 days after: both rates are 365.25/366 exactly,
+    #     although 1 / (366/365.25) and 3 / (1098/365.25) differ in the last bit as doubles.
+    # t1: 2 in 730 days before, 1 in 730 days after: the rate halves (difference -365.25/730 = -0.5003...).
+    assert 1 / (366 / 365.25) != 3 / (1098 / 365.25)  # the floating-point trap this test is about
+    result = compute(**one_window_patients([(1, 366, 3, 1098), (2, 730, 1, 730)]))
+    pp = result.per_patient.set_index("patient_id")
+    assert pp.loc["t0", "arr_difference"] == 0.0
+    assert pp.loc["t1", "arr_difference"] == -365.25 / 730
+    assert row(result, "responders").count == 1  # t1 only
+    test = row(result, "paired_test")
+    assert "2 pairs, 1 zero differences" in test.test
+    # scipy on the hand-worked differences: the zero is dropped (wilcox), one pair left, p = 1
+    expected = stats.wilcoxon([0.0, -365.25 / 730], zero_method="wilcox", correction=False)
+    assert (test.estimate, test.p_value) == (expected.statistic, expected.pvalue)
+
+
+def test_a_rate_exactly_halved_is_a_halved_responder():
+    # 1 relapse in 202 days before, 3 in 1,212 days after: post = pre / 2 exactly, which doubles
+    # evaluated in the usual order miss (0.9040841584158417 > 0.9040841584158416).
+    pre, post = 1 / (202 / 365.25), 3 / (1212 / 365.25)
+    assert not post <= pre / 2  # the floating-point trap
+    result = compute(responder="halved", **one_window_patients([(1, 202, 3, 1212), (1, 202, 2, 202)]))
+    assert row(result, "responders").count == 1
+    assert result.per_patient.set_index("patient_id")["responder"].to_dict() == {"t0": True, "t1": False}
+
+
+def test_the_exact_difference_holds_for_any_year_length():
+    from fractions import Fraction
+
+    result = compute(ctx=make_context(year_days=365.2425), **one_window_patients([(2, 300, 5, 700), (1, 366, 3, 1098)]))
+    pp = result.per_patient.set_index("patient_id")
+    year = Fraction(365.2425)
+    assert pp.loc["t0", "arr_difference"] == float(5 * year / 700 - 2 * year / 300)
+    assert pp.loc["t1", "arr_difference"] == 0.0
+
+
+window = st.tuples(st.integers(0, 3), st.integers(100, 600), st.integers(0, 3), st.integers(100, 600))
+tied_window = st.builds(lambda c, d, m: (c, d, c * m, d * m), st.integers(1, 3), st.integers(100, 300), st.integers(2, 3))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.one_of(window, tied_window), min_size=2, max_size=8), st.integers(2, 3))
+def test_scaling_person_time_and_counts_together_changes_no_responder_and_no_test(windows, k):
+    scaled = [(k * a, k * b, k * c, k * d) for a, b, c, d in windows]
+    for rule in ("reduced", "halved"):
+        original, bigger = (compute(responder=rule, **one_window_patients(w)) for w in (windows, scaled))
+        assert row(original, "responders").count == row(bigger, "responders").count
+        a, b = row(original, "paired_test"), row(bigger, "paired_test")
+        assert (a.estimate, a.p_value, a.test) == (b.estimate, b.p_value, b.test)
+        np.testing.assert_array_equal(original.per_patient["arr_difference"], bigger.per_patient["arr_difference"])

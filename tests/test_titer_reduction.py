@@ -299,16 +299,16 @@ PAIRS = [  # pre -> post; log2(post / pre) by hand
 def test_wilcoxon_on_log2_values_matches_scipy(negative_value, negative_log2):
     titers = [(p, "2019-06-01", pre) for p, pre, _ in PAIRS] + [(p, "2020-06-01", post) for p, _, post in PAIRS]
     result = compute(cohort(titers, patients=6), negative_value=negative_value)
-    pre = np.log2([640, 320, 160, 80, 2560, 100])
-    post = np.array([math.log2(160), math.log2(40), negative_log2, math.log2(160), math.log2(20), math.log2(300)])
-    expected = stats.wilcoxon(post - pre, zero_method="wilcox", correction=False, method="exact")
+    pre = np.array([640, 320, 160, 80, 2560, 100])
+    post = np.array([160, 40, 2 ** negative_log2, 160, 20, 300])
+    expected = stats.wilcoxon(np.log2(post / pre), zero_method="wilcox", correction=False, method="exact")
     test = row(result, "paired_test")
     assert (test.stat, test.n) == ("test", 6)
     assert test.estimate == pytest.approx(expected.statistic)
     assert test.p_value == pytest.approx(expected.pvalue)
     assert "-> exact" in test.test and "6 pairs, 0 zero differences" in test.test
     assert patient(result, "p3")["post_log2"] == pytest.approx(negative_log2)
-    assert any(f"log2({2 ** negative_log2:g})" in note for note in result.notes)
+    assert any(f"negatives at {2 ** negative_log2:g}." in note for note in result.notes)
 
 
 def test_paired_test_uses_the_studys_settings():
@@ -365,3 +365,21 @@ def test_no_titers_at_all():
     assert row(result, "paired_test").n == 0
     assert row(result, "became_negative").n == 0
     assert result.excluded == {"no titer in the pre or the post window": ["p1", "p2"]}
+
+
+def test_equal_fold_changes_tie_exactly_in_the_paired_test():
+    # 480 -> 120 and 40 -> 10 are both a quarter: log2(post / pre) = -2 for both, while
+    # log2(120) - log2(480) and log2(10) - log2(40) differ in the last bit.
+    assert math.log2(120) - math.log2(480) != math.log2(10) - math.log2(40)  # the floating-point trap
+    titers = [("p1", "2019-06-01", "1:480"), ("p1", "2020-06-01", "1:120"),
+              ("p2", "2019-06-01", "1:40"), ("p2", "2020-06-01", "1:10"),
+              ("p3", "2019-06-01", "1:80"), ("p3", "2020-06-01", "1:160")]
+    result = compute(cohort(titers, patients=3), negative_value="lod_half")
+    assert patient(result, "p1")["log2_fold_change"] == patient(result, "p2")["log2_fold_change"] == -2.0
+    # by hand: |d| = 2, 2, 1 -> ranks 2.5, 2.5, 1; positive-rank sum W = 1 (p3); ties -> permutation.
+    # The 8 sign flips give W = 0, 1, 2.5, 2.5, 3.5, 3.5, 5, 6: two-sided p = 2 x P(W <= 1) = 2 x 2/8 = 0.5
+    test = row(result, "paired_test")
+    assert (test.estimate, test.p_value) == (1.0, 0.5)
+    assert "-> permutation" in test.test
+    expected = stats.wilcoxon([-2.0, -2.0, 1.0], zero_method="wilcox", correction=False, method=stats.PermutationMethod())
+    assert test.p_value == pytest.approx(expected.pvalue)

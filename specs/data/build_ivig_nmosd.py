@@ -4,7 +4,7 @@ Run ``python specs/data/build_ivig_nmosd.py`` to regenerate ``specs/data/ivig_nm
 checks the committed files equal what this script writes.
 
 How it was built: each of the 20 analysed patients is given, by design, a target value for every
-figure of the seed abstract (../shared/seed/ivig-nmosd-abstract.txt), and the dates are derived from
+figure of the published abstract (Mult Scler Relat Disord 2020;42:102109), and the dates are derived from
 those targets:
 
 * pre-IVIG ARR (since onset, onset attack included): ``pre_relapses`` onsets spread over a window of
@@ -16,7 +16,8 @@ those targets:
 * EDSS at baseline (25 days before IVIG) and last on follow-up, chosen so that both medians are 4.0,
   4 progress (ms_standard thresholds), 5 improve, 11 stay stable;
 * NMO-IgG titers: 19 before IVIG (median 1:480), 13 after (median 1:120), 3 turning negative, chosen
-  so that the Wilcoxon signed-rank test on log2 titers of the 13 pairs gives p = 0.006;
+  so that the Wilcoxon signed-rank test on log2(post/pre) of the 13 pairs gives p = 0.006 (ties exact:
+  scipy method auto -> exhaustive permutation, p = 0.0061);
 * infusion-related adverse events, one grade 3 (not leading to discontinuation).
 
 Three more patients are excluded by the cohort definition (antibody negative, under 6 months of IVIG,
@@ -42,7 +43,7 @@ PATIENTS = [
     ("P02", "F", 45.0, 1.80, 14.0, 1, True, (4.0, 5.0), (960, 0)),
     ("P03", "F", 58.0, 1.38, 19.2, 1, True, (6.5, 5.5), (480, 0)),
     ("P04", "M", 62.0, 1.45, 35.8, 2, True, (4.0, 3.0), (480, 30)),
-    ("P05", "F", 39.0, 1.25, 45.8, 2, True, (6.0, 6.5), (240, 60)),
+    ("P05", "F", 39.0, 1.25, 45.8, 2, True, (6.0, 6.5), (960, 60)),
     ("P06", "F", 67.0, 1.12, 52.0, 2, True, (5.0, 4.0), (240, 60)),
     ("P07", "F", 31.0, 2.60, 24.0, 2, False, (3.5, 2.5), (960, 120)),
     ("P08", "F", 52.4, 2.10, 30.0, 2, False, (7.0, 6.5), (960, 240)),
