@@ -7,8 +7,10 @@ plugin or variant failed (the rest completed and the failure is recorded); 1 any
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -77,7 +79,8 @@ class Progress:
 
 def cmd_run(args) -> int:
     from .engine import run_spec
-    from .output import check_writable, render_files, write_files
+    from .outdir import OutputFolder
+    from .output import check_writable, render_files
     from .spec import load_spec
 
     if args.jobs < 1:
@@ -85,30 +88,82 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec, data=args.data)
     fmt = args.format or spec.table.format
     spec.plugins.renderers.get(fmt, "--format")
-    if args.output:
-        check_writable(args.output)
     if args.plot:  # checked before the computation, not after it
         if args.plot.suffix.lower() not in (".png", ".svg"):
             raise UsageError(f"--plot: expected a .png or .svg file name, got {args.plot.name}")
         check_writable(args.plot.parent, "--plot")
-    progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
-    results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
-    files = render_files(results, fmt) if args.output else None
-    print(results.table(fmt), end="")
-    if len(results.variants) > 1:
-        print()
-        print(results.side_by_side(fmt), end="")
-    if args.plot:
-        from .plot import forest_plot
+    # files first, the printed table last: a closed or full stdout never costs the output files
+    folder = args.output_folder = OutputFolder(args.output).open() if args.output else None
+    try:
+        progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
+        results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
+        printed = results.table(fmt)
+        if len(results.variants) > 1:
+            printed += "\n" + results.side_by_side(fmt)
+        files = render_files(results, fmt) if folder else {}
+        outside = {}
+        if args.plot:
+            image = _plot_bytes(results, args.plot, args.plot_measure)
+            target = args.plot.absolute()
+            inside = folder is not None and target.is_relative_to(folder.path.absolute())
+            if inside:
+                files[target.relative_to(folder.path.absolute()).as_posix()] = image
+            else:
+                outside[target] = image
+        if folder is not None:
+            folder.commit(files, outside)
+        elif outside:
+            from .output import write_files
 
-        forest_plot(results, args.plot, args.plot_measure)
-    if files is not None:
-        write_files(args.output, files)
-        if not args.quiet:
-            print(f"\nwrote {len(files)} files to {args.output}", file=sys.stderr)
+            target, image = next(iter(outside.items()))
+            write_files(target.parent, {target.name: image}, option="--plot")
+    finally:
+        if folder is not None:
+            folder.close()
+    _print(printed, folder)
+    if folder is not None and not args.quiet:
+        print(f"\nwrote {len(files)} files to {args.output}", file=sys.stderr)
     for failure in results.failures:
         print(f"endpointkit: endpoint '{failure['endpoint']}' ({failure['plugin']}, variant {failure['variant']}) failed: {failure['reason']}", file=sys.stderr)
     return 3 if results.failures else 0
+
+
+def _plot_bytes(results, path: Path, measure: str | None) -> bytes:
+    """The forest plot as bytes, drawn in a private folder: it joins the run's output files."""
+    import tempfile
+
+    from .plot import forest_plot
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="endpointkit-plot-") as scratch:
+            drawn = Path(scratch) / f"plot{path.suffix.lower()}"
+            forest_plot(results, drawn, measure)
+            return drawn.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--plot: cannot draw the plot {path}: {exc.strerror or exc}") from None
+
+
+def _print(text: str, folder) -> None:
+    """Print the table; a reader that went away (``| head``) is not an error, a full device is."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as exc:
+        _silence_stdout()
+        written = f"; the output files were written to {folder.path}" if folder is not None else ""
+        raise UsageError(f"cannot print the results table to standard output: {exc.strerror or exc}{written}") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def cmd_validate(args) -> int:
@@ -168,26 +223,53 @@ def cmd_simulate(args) -> int:
     return simulate_command(args)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (exit 143 instead of 130)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _env_flag(name: str) -> bool:
+    """An environment switch: set to anything but empty, 0, false, no or off."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "simulate": cmd_simulate}
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # never fail to print a name
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        previous = None
     try:
         return handlers[args.command](args)
     except EndpointkitError as exc:
         print(f"endpointkit: error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except KeyboardInterrupt:
-        print("endpointkit: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        folder = getattr(args, "output_folder", None)
+        if folder is not None and folder.committed:
+            print(f"endpointkit: interrupted after the output files were written to {folder.path}", file=sys.stderr)
+        else:
+            print("endpointkit: interrupted; no output was written", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
+        _silence_stdout()
         return 0
     except Exception as exc:  # a bug: say so plainly; the traceback only on request
-        if os.environ.get("ENDPOINTKIT_DEBUG"):
+        if _env_flag("ENDPOINTKIT_DEBUG"):
             raise
         print(f"endpointkit: internal error: {type(exc).__name__}: {exc}\n"
               "(set ENDPOINTKIT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -72,13 +72,8 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
             cache[key] = build_cohort(data, spec.cohort, plugins.criteria)
         except EndpointkitError:
             raise
-        except Exception as exc:  # a criterion plugin's bug: this variant fails, the others go on
-            failures = [{"variant": spec.variant, "endpoint": e.id, "plugin": e.plugin, "provider": "cohort",
-                         "reason": f"building the cohort failed: {type(exc).__name__}: {exc}", "detail": traceback.format_exc(limit=-3)}
-                        for e in spec.endpoints if not only or e.id in only]
-            empty = pd.DataFrame(columns=["step", "remaining", "excluded"])
-            return VariantResult(name=spec.variant, spec=spec, frame=pd.DataFrame(columns=RESULT_COLUMNS), per_patient={},
-                                 labels={}, notes={}, attrition=empty, quality=pd.DataFrame(), failures=failures)
+        except (Exception, SystemExit) as exc:  # a criterion plugin's bug: this variant fails, the others go on
+            return failed_variant(spec, f"building the cohort failed: {_describe(exc)}", only, traceback.format_exc(limit=-3))
     cohort: Cohort = cache[key]
     ctx = Context(
         quantile_method=spec.statistics.quantile_method, paired_test=spec.paired_test,
@@ -102,8 +97,8 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
         except EndpointkitError as exc:  # a user's mistake found while computing: exit 2
             where = getattr(exc, "path", "") or ""
             raise SpecError(f"endpoints[{position}]" + (f".{where}" if where else ""), getattr(exc, "message", str(exc))) from None
-        except Exception as exc:  # a plugin's bug must not take the other endpoints down
-            problem = f"{type(exc).__name__}: {exc}"
+        except (Exception, SystemExit) as exc:  # a plugin's bug (or its sys.exit()) must not take the run down
+            problem = _describe(exc)
             detail = traceback.format_exc(limit=-3)
         else:
             detail = ""
@@ -133,6 +128,22 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
         attrition=cohort.attrition, quality=quality_frame, failures=failures,
         seconds=time.perf_counter() - started,
     )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the plugin called sys.exit({exc.code!r}); a plugin must raise an exception instead"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def failed_variant(spec: Spec, reason: str, only: tuple[str, ...] = (), detail: str = "", provider: str = "cohort") -> VariantResult:
+    """A variant none of whose endpoints could run: each is recorded as a failure with the reason."""
+    failures = [{"variant": spec.variant, "endpoint": e.id, "plugin": e.plugin, "provider": provider,
+                 "reason": reason, "detail": detail}
+                for e in spec.endpoints if not only or e.id in only]
+    empty = pd.DataFrame(columns=["step", "remaining", "excluded"])
+    return VariantResult(name=spec.variant, spec=spec, frame=pd.DataFrame(columns=RESULT_COLUMNS), per_patient={},
+                         labels={}, notes={}, attrition=empty, quality=pd.DataFrame(), failures=failures)
 
 
 def _check_result(result: object) -> str | None:

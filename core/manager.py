@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -130,16 +131,41 @@ def load_plugin_file(path: Path, index: int) -> Any:
     return module
 
 
+def _skip_hint(name: str) -> str:
+    if name.startswith(("file:", "endpointkit.plugins.")):
+        return ""
+    return f"; fix or uninstall it, or skip it with ENDPOINTKIT_BLOCK_PLUGINS={name}"
+
+
+def _broken_entry_point(pm: pluggy.PluginManager, error: Exception) -> PluginError:
+    """Which installed entry-point plugin failed to load (pluggy stops at the first without naming it)."""
+    for dist in importlib.metadata.distributions():
+        for entry in dist.entry_points:
+            if entry.group != hookspecs.NAME or pm.is_blocked(entry.name):
+                continue
+            try:
+                entry.load()
+            except Exception as exc:
+                package = dist.metadata["Name"] or "?"
+                return PluginError("plugins", f"the installed plugin '{entry.name}' (entry point {entry.value} of the "
+                                   f"package {package}) failed to load: {type(exc).__name__}: {exc}" + _skip_hint(entry.name))
+    return PluginError("plugins", f"an installed plugin failed to load: {type(error).__name__}: {error}; "
+                       "skip plugins by name with ENDPOINTKIT_BLOCK_PLUGINS=name1,name2")
+
+
 def get_plugin_manager(*, entrypoints: bool = True, files: tuple[Path, ...] = ()) -> Plugins:
     """A fresh manager with the built-ins, installed plugins and the spec's plugin files."""
     pm = pluggy.PluginManager(hookspecs.NAME)
     pm.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
-    if entrypoints and not os.environ.get("ENDPOINTKIT_DISABLE_PLUGIN_AUTOLOAD"):
+    if entrypoints and os.environ.get("ENDPOINTKIT_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in ("", "0", "false", "no", "off"):
         for blocked in filter(None, os.environ.get("ENDPOINTKIT_BLOCK_PLUGINS", "").split(",")):
             pm.set_blocked(blocked.strip())
-        pm.load_setuptools_entrypoints(hookspecs.NAME)
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.NAME)
+        except Exception as exc:  # an installed package's plugin: name it and say how to skip it
+            raise _broken_entry_point(pm, exc) from None
     for index, path in enumerate(files):
         module = load_plugin_file(path, index)
         name = f"file:{path}"
@@ -157,6 +183,11 @@ def get_plugin_manager(*, entrypoints: bool = True, files: tuple[Path, ...] = ()
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order, built-ins first
             provider = impl.plugin_name
-            for item in impl.function() or ():
+            try:
+                items = list(impl.function() or ())
+            except Exception as exc:
+                raise PluginError("plugins", f"the plugin '{provider}' failed in {hook_name}(): {type(exc).__name__}: {exc}"
+                                  + _skip_hint(provider)) from None
+            for item in items:
                 registries[kind].add(item, provider)
     return Plugins(pm=pm, **registries)

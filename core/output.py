@@ -28,19 +28,53 @@ from .results import Results
 
 
 def check_writable(out_dir: Path, option: str = "-o") -> None:
-    """Fail early (before any computation) when the output folder cannot be written."""
+    """Fail early (before any computation) when the output folder cannot be written.
+
+    Nothing is created: the folder itself, or its nearest existing parent, must be a writable folder.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{option}: cannot write to the output folder {out_dir}: it is a file, expected a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".endpointkit-check-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{option}: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+    existing = out_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option}: cannot write to the output folder {out_dir}: {existing} is a file, expected a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot write to the output folder {out_dir}: {existing} is not writable")
 
 
 def _csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n")  # dates without a time print as YYYY-MM-DD
+    return neutralise_formulas(frame).to_csv(index=False, lineterminator="\n")  # dates without a time print as YYYY-MM-DD
+
+
+_FORMULA_START = r"[=+\-@\t\r]"
+# a number, optionally followed by a space and text with none of = | @ + (how endpointkit displays
+# an estimate with its interval, "-0.3 [-0.5–0.1]"): spreadsheets do not run it as a formula
+_NUMBER_LIKE = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?( [^=|@+]*)?"
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula get a leading apostrophe (CSV injection).
+
+    As OWASP advises: a cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    (``=HYPERLINK(...)``, ``+cmd|...``) is written as ``'=HYPERLINK(...)``, which spreadsheets show as
+    text. Numbers, and numbers followed by an interval (``-0.3 [-0.5–0.1]``), are left as they are.
+    """
+    changed = {}
+    for name, column in frame.items():
+        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+            continue
+        try:
+            text = column.str
+            risky = text.match(_FORMULA_START, na=False)
+        except (AttributeError, TypeError):  # not text (e.g. dates held as objects)
+            continue
+        if not risky.any():
+            continue
+        risky &= ~text.fullmatch(_NUMBER_LIKE, na=False)
+        if risky.any():
+            changed[name] = column.where(~risky, "'" + column.astype("string"))
+    return frame.assign(**changed) if changed else frame
 
 
 _BOOLEAN_TEXT = pa.array(["False", "True"])
@@ -60,12 +94,25 @@ def _arrow_column(series: pd.Series) -> pa.Array:
     return array
 
 
+def _neutralise_arrow(array: pa.Array) -> pa.Array:
+    """:func:`neutralise_formulas` for one Arrow column (the same rule, in Arrow's C++ kernels)."""
+    if pa.types.is_dictionary(array.type):  # categories: neutralise the dictionary
+        return pa.DictionaryArray.from_arrays(array.indices, _neutralise_arrow(array.dictionary))
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return array
+    risky = pc.match_substring_regex(array, "^" + _FORMULA_START)
+    if not pc.any(risky).as_py():
+        return array
+    risky = pc.and_(risky, pc.invert(pc.match_substring_regex(array, f"^(?:{_NUMBER_LIKE})$")))
+    return pc.if_else(pc.fill_null(risky, False), pc.binary_join_element_wise("'", array, ""), array)
+
+
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
     try:
-        table = pa.table({str(name): _arrow_column(column) for name, column in frame.items()})
+        table = pa.table({str(name): _neutralise_arrow(_arrow_column(column)) for name, column in frame.items()})
     except _ARROW_ERRORS:  # a column Arrow cannot type (mixed objects): pandas writes it
         with open(path, "w", encoding="utf-8", newline="") as stream:
-            frame.to_csv(stream, index=False, lineterminator="\n")
+            neutralise_formulas(frame).to_csv(stream, index=False, lineterminator="\n")
         return
     header = io.StringIO()
     csv.writer(header, lineterminator="\n").writerow(table.column_names)  # quoted only where needed
@@ -82,7 +129,7 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
                     raise
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
@@ -102,7 +149,7 @@ def _clean_json(value):
     return value
 
 
-def render_files(results: Results, fmt: str) -> dict[str, str | pd.DataFrame]:
+def render_files(results: Results, fmt: str) -> dict[str, str | bytes | pd.DataFrame | dict]:
     """Every output file's relative path and content (text, or a frame written as CSV)."""
     renderer = results.plugins.renderers.get(fmt, "--format")
     files: dict[str, str | pd.DataFrame] = {
@@ -123,12 +170,38 @@ def render_files(results: Results, fmt: str) -> dict[str, str | pd.DataFrame]:
         "failures": [{k: v for k, v in f.items() if k != "detail"} for f in results.failures],
         "provenance": results.provenance,
     }
-    files["results.json"] = json.dumps(_clean_json(payload), indent=2, default=str) + "\n"
+    # a dict: the output folder adds the list of files it wrote (see endpointkit.outdir) and writes it last
+    files["results.json"] = json.loads(json.dumps(_clean_json(payload), default=str))
     return files
 
 
-def write_files(out_dir: Path, files: dict[str, str | pd.DataFrame], option: str = "-o") -> list[Path]:
-    """Write every file (text as is, frames as CSV) to a temporary name beside its target, then
+def _write_contents(files: dict[str, str | bytes | pd.DataFrame], paths: dict[str, str]) -> None:
+    """Write each file to its path: frames as CSV (several at a time, largest first), text as UTF-8,
+    bytes as they are; every file gets the usual permissions."""
+    frames = sorted((name for name, content in files.items() if isinstance(content, pd.DataFrame)),
+                    key=lambda name: -files[name].size)  # largest first: the workers finish together
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        list(pool.map(lambda name: _write_csv(files[name], paths[name]), frames))
+    mode = file_mode()
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            with open(paths[name], "wb") as stream:
+                stream.write(content)
+        elif not isinstance(content, pd.DataFrame):
+            with open(paths[name], "w", encoding="utf-8", newline="") as stream:
+                stream.write(content)
+        os.chmod(paths[name], mode)  # mkstemp makes 0600 files
+
+
+def write_payloads(folder: Path, files: dict[str, str | bytes | pd.DataFrame]) -> None:
+    """Write files into a private folder under their final names."""
+    for relative in files:
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+    _write_contents(files, {name: str(folder / name) for name in files})
+
+
+def write_files(out_dir: Path, files: dict[str, str | bytes | pd.DataFrame], option: str = "-o") -> list[Path]:
+    """Write every file (text, bytes, frames as CSV) to a temporary name beside its target, then
     rename all into place; on any failure or interrupt, remove the temporary files."""
     staged: list[tuple[str, Path]] = []
     try:
@@ -138,18 +211,8 @@ def write_files(out_dir: Path, files: dict[str, str | pd.DataFrame], option: str
             handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".endpointkit-", suffix=".tmp")
             os.close(handle)
             staged.append((temp, target))
-        temps = dict(zip(files, (temp for temp, _ in staged), strict=True))
-        frames = sorted((name for name, content in files.items() if isinstance(content, pd.DataFrame)),
-                        key=lambda name: -files[name].size)  # largest first: the workers finish together
-        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            list(pool.map(lambda name: _write_csv(files[name], temps[name]), frames))
-        for name, content in files.items():
-            if not isinstance(content, pd.DataFrame):
-                with open(temps[name], "w", encoding="utf-8", newline="") as stream:
-                    stream.write(content)
-        mode = _file_mode()
+        _write_contents(files, dict(zip(files, (temp for temp, _ in staged), strict=True)))
         for temp, target in staged:
-            os.chmod(temp, mode)  # mkstemp makes 0600 files; give them the usual permissions
             os.replace(temp, target)
         written = [target for _, target in staged]
         staged = []

@@ -12,17 +12,56 @@ only varies endpoint or statistics settings runs in this process whatever ``--jo
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 from .data import CohortData
 from .manager import Plugins
 from .results import VariantResult
 
 _SHARED: dict = {}
+
+
+def _worker_setup() -> None:
+    """In each worker: end with the parent (Linux PR_SET_PDEATHSIG), leave Ctrl-C to the parent
+    (which ends its workers), and die on SIGTERM without the parent's handler."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent still ends its workers
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now (Python 3.11's executor has no terminate; 3.14 adds terminate_workers)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _retry_alone(index: int, variants: list, data: CohortData, plugins: Plugins, only: tuple[str, ...]) -> VariantResult:
+    """Run one variant whose worker died in a fresh worker of its own; if that dies too, the variant
+    fails (recorded, named) and the others stand."""
+    from .engine import failed_variant
+
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_setup)
+    try:
+        result = pool.submit(_work, [index]).result()[0]
+        return dataclasses.replace(result, spec=variants[index])
+    except BrokenProcessPool:
+        return failed_variant(variants[index], "the worker process running this variant died twice (killed, e.g. by the "
+                              "out-of-memory killer); run it alone with --variant or with fewer --jobs", only,
+                              provider="worker")
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _work(indices: list[int]) -> list[VariantResult]:
@@ -72,28 +111,42 @@ def run_variants(
         groups.setdefault(_cohort_key(variants[i]), []).append(i)
     local = groups.pop(_cohort_key(variants[0]), [])
     pool = None
+    futures: dict = {}
+    died: list[int] = []
     try:
         if groups:
             context = multiprocessing.get_context("fork")
-            pool = ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=context)
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=context, initializer=_worker_setup)
             futures = {pool.submit(_work, indices): indices for indices in groups.values()}
-        else:
-            futures = {}
         for i in local:  # on the warm cache, while the workers run the other cohorts
             outputs[i] = run_variant(variants[i], data, plugins, cache, only)
             done += 1
             if progress:
                 progress(done, total, variants[i].variant)
+        for future in as_completed(futures):
+            try:
+                results = future.result()
+            except BrokenProcessPool:  # a worker died (OOM killer, a signal): retried below, one by one
+                died.extend(futures[future])
+                continue
+            for index, result in zip(futures[future], results, strict=True):
+                outputs[index] = dataclasses.replace(result, spec=variants[index])
+                done += 1
+                if progress:
+                    progress(done, total, variants[index].variant)
         if pool is not None:
-            from concurrent.futures import as_completed
-
-            with pool:
-                for future in as_completed(futures):
-                    for index, result in zip(futures[future], future.result(), strict=True):
-                        outputs[index] = dataclasses.replace(result, spec=variants[index])
-                        done += 1
-                        if progress:
-                            progress(done, total, variants[index].variant)
+            pool.shutdown(wait=True)
+            pool = None
+        for index in sorted(died):
+            outputs[index] = _retry_alone(index, variants, data, plugins, only)
+            done += 1
+            if progress:
+                progress(done, total, variants[index].variant)
+    except BaseException:
+        if pool is not None:  # interrupted (Ctrl-C, SIGTERM) or failed: no worker outlives the run
+            _end_workers(pool)
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

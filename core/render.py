@@ -3,6 +3,8 @@ turn it into text. Nothing here computes a number."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,24 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     footnotes: list[str]
+
+    def one_line(self) -> Table:
+        """The same table with every text on one line (see :func:`one_line`): what renderers receive."""
+        return dataclasses.replace(
+            self, title=one_line(self.title), headers=[one_line(h) for h in self.headers],
+            rows=[[one_line(c) for c in row] for row in self.rows], footnotes=[one_line(n) for n in self.footnotes],
+        )
+
+
+# line breaks (\n, \r, \v, \f, NEL, U+2028/9) and every other control character (ESC of terminal
+# escape sequences, NUL): text from a spec or from data could otherwise end a LaTeX comment, start a
+# Markdown line or rewrite a terminal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: object) -> str:
+    """Text with every run of line breaks and control characters replaced by one space."""
+    return _CONTROL.sub(" ", str(text))
 
 
 def _shown(spec, endpoint: str, measure: str) -> bool:
@@ -96,4 +116,4 @@ def footnotes(result: VariantResult) -> list[str]:
 
 def render_table(result: VariantResult, plugins: Plugins, fmt: str) -> str:
     renderer = plugins.renderers.get(fmt, "--format")
-    return renderer.render(build_table(result))
+    return renderer.render(build_table(result).one_line())

@@ -133,4 +133,4 @@ def what_moves_notes(results: Results) -> list[str]:
 
 def render_side_by_side(results: Results, fmt: str) -> str:
     renderer = results.plugins.renderers.get(fmt, "--format")
-    return renderer.render(side_by_side_table(results))
+    return renderer.render(side_by_side_table(results).one_line())

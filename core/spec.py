@@ -12,7 +12,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import itertools
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -285,7 +287,12 @@ def read_spec_file(path: Path, _chain: tuple[Path, ...] = ()) -> tuple[dict, str
     base_path = (path.parent / base).resolve()
     if base_path in (*_chain, path.resolve()):
         raise SpecError("extends", f"{path} extends itself through {base_path}")
-    base_raw, base_digest = read_spec_file(base_path, (*_chain, path.resolve()))
+    try:
+        base_raw, base_digest = read_spec_file(base_path, (*_chain, path.resolve()))
+    except SpecError as exc:
+        if exc.path:
+            raise
+        raise SpecError("extends", exc.message) from None
     if isinstance(base_raw.get("data"), dict) and "path" in base_raw["data"]:  # keep base-relative paths
         base_raw["data"] = {**base_raw["data"], "path": str((base_path.parent / str(base_raw["data"]["path"])).resolve())}
     if isinstance(base_raw.get("plugins"), list):
@@ -294,11 +301,23 @@ def read_spec_file(path: Path, _chain: tuple[Path, ...] = ()) -> tuple[dict, str
 
 
 def _read_one_spec_file(path: Path) -> tuple[dict, str]:
+    """The bytes of one spec file, bounded before reading: only a regular .yaml/.yml file of at most
+    MAX_SPEC_BYTES is read (never /dev/zero, a FIFO or a file that is not a spec, whose content an
+    error message could otherwise echo)."""
     if not path.exists():
         raise SpecError("", f"spec file not found: {path}")
     if path.is_dir():
         raise SpecError("", f"expected a YAML spec file, got a folder: {path}")
-    data = path.read_bytes()
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise SpecError("", f"expected a YAML spec file named *.yaml or *.yml, got {path}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise SpecError("", f"cannot read the spec file {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError("", f"{path} is not a regular file (a device, FIFO or socket); expected a YAML spec file")
+        data = stream.read(MAX_SPEC_BYTES + 1)
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError("", f"{path} is larger than {MAX_SPEC_BYTES} bytes; not a study spec")
     try:

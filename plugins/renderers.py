@@ -1,12 +1,37 @@
-"""Text renderers of the results table, through tabulate."""
+"""Text renderers of the results table, through tabulate.
+
+Every text in the table can come from a spec or from data (titles, labels, notes, criterion names,
+terms, stop reasons), so each format escapes all of it: the table arrives on one line per text
+(line breaks are spaces), tabulate escapes the LaTeX and HTML cells, and the title and footnotes are
+escaped here. Markdown cells escape ``|`` (which would end the cell), backslashes, backticks and
+``<`` (which would start raw HTML).
+"""
 
 from __future__ import annotations
 
 import html
+import re
 
 from tabulate import tabulate
 
 from endpointkit import hookimpl
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "^": r"\^{}",
+    "_": r"\_", "~": r"\textasciitilde{}", "%": r"\%",
+}
+_LATEX_PATTERN = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+_MARKDOWN_PATTERN = re.compile(r"([\\|`<])")
+
+
+def latex_escape(text: str) -> str:
+    """Text that LaTeX typesets as written (no command, group, comment or math can start in it)."""
+    return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIAL[m.group()], text)
+
+
+def markdown_escape(text: str) -> str:
+    """Text that stays inside its Markdown table cell and never becomes code or raw HTML."""
+    return _MARKDOWN_PATTERN.sub(r"\\\1", text)
 
 
 class TabulateRenderer:
@@ -16,17 +41,22 @@ class TabulateRenderer:
         self.name, self.tablefmt, self.suffix, self.description = name, tablefmt, suffix, description
 
     def render(self, table) -> str:
-        body = tabulate(table.rows, headers=table.headers, tablefmt=self.tablefmt, disable_numparse=True)
+        rows, headers = table.rows, table.headers
+        if self.name == "github":
+            rows = [[markdown_escape(cell) for cell in row] for row in rows]
+            headers = [markdown_escape(h) for h in headers]
+        body = tabulate(rows, headers=headers, tablefmt=self.tablefmt, disable_numparse=True)
         notes = [f"{i}. {note}" for i, note in enumerate(table.footnotes, start=1)]
         if self.name == "html":
             parts = [f"<h3>{html.escape(table.title)}</h3>", body]
             parts += [f"<p><small>{html.escape(n)}</small></p>" for n in notes]
             return "\n".join(parts) + "\n"
         if self.name == "latex":
-            escaped = [n.replace("%", r"\%").replace("_", r"\_") for n in notes]
-            return f"% {table.title}\n{body}\n" + "".join(f"\\par\\footnotesize {n}\n" for n in escaped)
-        title = f"## {table.title}" if self.name == "github" else table.title
-        return f"{title}\n\n{body}\n\n" + "".join(f"{n}\n" for n in notes)
+            return (f"% {latex_escape(table.title)}\n{body}\n"
+                    + "".join(f"\\par\\footnotesize {latex_escape(n)}\n" for n in notes))
+        if self.name == "github":
+            return f"## {markdown_escape(table.title)}\n\n{body}\n\n" + "".join(f"{markdown_escape(n)}\n" for n in notes)
+        return f"{table.title}\n\n{body}\n\n" + "".join(f"{n}\n" for n in notes)
 
 
 @hookimpl
