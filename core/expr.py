@@ -35,6 +35,9 @@ _TOKEN = re.compile(
 KEYWORDS = {"and", "or", "not", "in", "is", "missing", "true", "false"}
 
 
+MAX_NUMBER_DIGITS = 30  # more is a typo or an attack (Python refuses int() of 4,300+ digits)
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -67,7 +70,8 @@ class Expression:
 
     # -- parsing
     def _error(self, message: str) -> None:
-        raise SpecError(self.path, f"invalid expression {self.text!r}: {message}")
+        shown = self.text if len(self.text) <= 120 else self.text[:100] + f"... ({len(self.text):,} characters)"
+        raise SpecError(self.path, f"invalid expression {shown!r}: {message}")
 
     def _tokenize(self, text: str) -> list[tuple[str, str]]:
         tokens, pos = [], 0
@@ -169,6 +173,9 @@ class Expression:
         kind, text = self.tokens[self.pos]
         self.pos += 1
         if kind == "number":
+            digits = sum(c.isdigit() for c in text)
+            if digits > MAX_NUMBER_DIGITS:
+                self._error(f"a number of {digits} digits ({text[:12]}...); numbers in expressions have at most {MAX_NUMBER_DIGITS} digits")
             return Literal(float(text) if "." in text else int(text))
         if kind == "string":
             return Literal(text[1:-1])

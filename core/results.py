@@ -6,10 +6,8 @@ Every number any output shows comes from this frame; renderers only format it.
 from __future__ import annotations
 
 import math
-import os
 import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -222,17 +220,6 @@ class Results:
         return self._what_moves
 
 
-def _relative_to_spec(path, spec: Spec) -> str | None:
-    """A path as seen from the spec's folder (results.json stays valid when the study folder moves)."""
-    if path is None:
-        return None
-    base = Path(spec.path).resolve().parent if spec.path else Path.cwd()
-    try:
-        return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
-    except ValueError:  # another drive (Windows)
-        return str(path)
-
-
 def _provenance(spec: Spec, plugins: Plugins, data: CohortData, outputs: list[VariantResult]) -> dict:
     import numpy
     import pluggy
@@ -254,7 +241,7 @@ def _provenance(spec: Spec, plugins: Plugins, data: CohortData, outputs: list[Va
             e.plugin: plugins.endpoints.items[e.plugin].provider for e in spec.endpoints
         },
         "spec": {"path": spec.path.name if spec.path else None, "sha256": spec.sha256},
-        "data": {"source": data.source, "path": _relative_to_spec(data.path, spec), "sha256": data.checksums},
+        "data": {"source": data.source, "path": spec.relative(data.path), "sha256": data.checksums},
         "variants": [
             {
                 "name": o.name,

@@ -157,11 +157,21 @@ class Spec:
     variant_settings: dict = field(default_factory=dict)
     plugins: Plugins | None = field(default=None, compare=False, repr=False)
 
+    def relative(self, path: Path | str | None) -> str | None:
+        """A path as seen from the spec's folder (results.json stays valid when the study folder moves)."""
+        if path is None:
+            return None
+        base = Path(self.path).resolve().parent if self.path else Path.cwd()
+        try:
+            return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+        except ValueError:  # another drive (Windows)
+            return str(path)
+
     def resolved(self) -> dict:
         """Every setting as resolved (defaults filled in), for provenance."""
         return {
             "study": params_dict(self.study),
-            "data": {**params_dict(self.data), "path": str(self.data_path)},
+            "data": {**params_dict(self.data), "path": self.relative(self.data_path)},
             "cohort": {
                 "index": {"treatment": self.cohort.index_treatment, "event": self.cohort.index_event},
                 "criteria": [{"name": c.name, c.kind: c.value} for c in self.cohort.criteria],
