@@ -6,8 +6,8 @@ Listed under ``plugins:`` in specs/ivig_nmosd_custom.yaml; it reuses the built-i
 from dataclasses import dataclass
 
 from endpointkit import Endpoint, EndpointResult, hookimpl, param
-from endpointkit.plugins.arr_change import ArrParams, compute_arr
-from endpointkit.stats import median_row, paired_test_row
+from endpointkit.plugins.arr_change import ArrParams, compute_arr, exact_rate_difference
+from endpointkit.stats import median_row, signed_rank_row
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class SevereRelapseRate(Endpoint):
         rows = [
             median_row("pre", used["pre_arr"], ctx.quantile_method, label="Severe ARR before, median [IQR]"),
             median_row("post", used["post_arr"], ctx.quantile_method, label="Severe ARR after, median [IQR]"),
-            paired_test_row("paired_test", used["pre_arr"], used["post_arr"], ctx.paired_test, label="Change, p"),
+            # rates subtracted exactly, so an unchanged rate is a zero difference (a tie), never +-1e-16
+            signed_rank_row("paired_test", exact_rate_difference(used, ctx.year_days), ctx.paired_test, label="Change, p"),
         ]
         note = f"Severe = relapses.severity '{params.severity}'; windows as arr_change (since onset; post lag {params.post_lag_days} days)."
         return EndpointResult(rows=rows, per_patient=frame, notes=[note])
