@@ -97,6 +97,7 @@ def cmd_run(args) -> int:
     try:
         progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
         results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
+        results.provenance["run"]["command"] = ["endpointkit", *args.argv]
         printed = results.table(fmt)
         if len(results.variants) > 1:
             printed += "\n" + results.side_by_side(fmt)
@@ -239,6 +240,7 @@ def _env_flag(name: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "simulate": cmd_simulate}
     with contextlib.suppress(AttributeError, ValueError, OSError):  # never fail to print a name
         sys.stdout.reconfigure(errors="backslashreplace")

@@ -220,27 +220,50 @@ class Results:
         return self._what_moves
 
 
-def _provenance(spec: Spec, plugins: Plugins, data: CohortData, outputs: list[VariantResult]) -> dict:
-    import numpy
-    import pluggy
-    import scipy
-    import tabulate
-    import yaml
+def dependency_versions() -> dict[str, str]:
+    """The installed version of every dependency endpointkit declares (extras included when installed)."""
+    import importlib.metadata
+    import re
 
+    try:
+        requirements = importlib.metadata.requires("endpointkit") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        requirements = ["pluggy", "pandas", "numpy", "scipy", "pyyaml", "tabulate", "pyarrow"]
+    versions = {}
+    for requirement in requirements:
+        name = re.split(r"[\s;<>=!~\[]", requirement, maxsplit=1)[0]
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an extra that is not installed
+    return dict(sorted(versions.items()))
+
+
+def run_time() -> str:
+    """When the run happened (UTC); SOURCE_DATE_EPOCH pins it, as reproducible builds do."""
+    import datetime as dt
+    import os
+
+    pinned = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    moment = dt.datetime.fromtimestamp(int(pinned), dt.UTC) if pinned.isdigit() else dt.datetime.now(dt.UTC)
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _provenance(spec: Spec, plugins: Plugins, data: CohortData, outputs: list[VariantResult]) -> dict:
     from . import __version__
+    from .spec import spec_file_chain
 
     return {
         "endpointkit": __version__,
         "python": platform.python_version(),
-        "packages": {
-            "pandas": pd.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "pluggy": pluggy.__version__, "pyyaml": yaml.__version__, "tabulate": tabulate.__version__,
-        },
+        "run": {"time": run_time(), "command": None},
+        "packages": dependency_versions(),
         "plugins": plugins.versions(),
         "endpoint_plugins": {
             e.plugin: plugins.endpoints.items[e.plugin].provider for e in spec.endpoints
         },
-        "spec": {"path": spec.path.name if spec.path else None, "sha256": spec.sha256},
+        "spec": {"path": spec.path.name if spec.path else None, "sha256": spec.sha256,
+                 "files": [{"path": spec.relative(path), "sha256": digest} for path, digest in spec_file_chain(spec.path)]},
         "data": {"source": data.source, "path": spec.relative(data.path), "sha256": data.checksums},
         "variants": [
             {

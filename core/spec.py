@@ -310,6 +310,17 @@ def read_spec_file(path: Path, _chain: tuple[Path, ...] = ()) -> tuple[dict, str
     return _merge(base_raw, raw), hashlib.sha256((base_digest + digest).encode()).hexdigest()
 
 
+def spec_file_chain(path: Path | None) -> list[tuple[Path, str]]:
+    """The spec file and every ``extends:`` base under it, each with the SHA-256 of its bytes."""
+    chain: list[tuple[Path, str]] = []
+    while path is not None and path.resolve() not in [p for p, _ in chain]:
+        raw, digest = _read_one_spec_file(path)
+        chain.append((path.resolve(), digest))
+        base = raw.get("extends")
+        path = (path.parent / base).resolve() if isinstance(base, str) else None
+    return chain
+
+
 def _read_one_spec_file(path: Path) -> tuple[dict, str]:
     """The bytes of one spec file, bounded before reading: only a regular .yaml/.yml file of at most
     MAX_SPEC_BYTES is read (never /dev/zero, a FIFO or a file that is not a spec, whose content an

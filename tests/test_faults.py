@@ -508,3 +508,22 @@ def test_the_debug_switch_set_to_0_counts_as_off(study, value, traceback):
     assert proc.returncode == 1
     assert ("Traceback" in proc.stderr) is traceback
     assert "RuntimeError: renderer bug" in proc.stderr
+
+
+def test_provenance_records_the_run_the_spec_chain_and_every_dependency(cli, study, monkeypatch):
+    import importlib.metadata
+
+    base = study.spec.with_name("base.yaml")
+    study.spec.rename(base)
+    study.spec.write_text("extends: base.yaml\nstudy: {title: child}\n")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert cli("run", study.spec, "-o", study.out, "--quiet")[0] == 0
+    provenance = json.loads((study.out / "results.json").read_text())["provenance"]
+    assert provenance["run"] == {"time": "2023-11-14T22:13:20Z",
+                                 "command": ["endpointkit", "run", str(study.spec), "-o", str(study.out), "--quiet"]}
+    assert provenance["spec"]["files"] == [
+        {"path": "study.yaml", "sha256": hashlib.sha256(study.spec.read_bytes()).hexdigest()},
+        {"path": "base.yaml", "sha256": hashlib.sha256(base.read_bytes()).hexdigest()},
+    ]
+    for name in ("pandas", "scipy", "pluggy", "pyarrow", "tabulate", "numpy", "pyyaml"):
+        assert provenance["packages"][name] == importlib.metadata.version(name)

@@ -228,6 +228,19 @@ def test_adding_patients_the_criteria_exclude_changes_only_the_attrition(tables,
 @INVARIANTS
 @given(tables=cohorts())
 def test_two_runs_write_byte_identical_files(tables):
+    # results.json records when the run happened; SOURCE_DATE_EPOCH pins that, as reproducible builds do
+    pinned = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
+    try:
+        _two_runs_are_byte_identical(tables)
+    finally:
+        if pinned is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = pinned
+
+
+def _two_runs_are_byte_identical(tables) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_tables(root / "data", tables)
