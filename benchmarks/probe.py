@@ -17,7 +17,8 @@ started = time.perf_counter()
 from endpointkit.cohort import build_cohort  # noqa: E402
 from endpointkit.endpoint import Context  # noqa: E402
 from endpointkit.engine import load_spec_data, run_spec  # noqa: E402
-from endpointkit.output import render_files, write_files  # noqa: E402
+from endpointkit.outdir import OutputFolder  # noqa: E402
+from endpointkit.output import render_files  # noqa: E402
 from endpointkit.spec import load_spec  # noqa: E402
 
 imported = time.perf_counter()
@@ -51,8 +52,9 @@ def main(spec_path: str, data_dir: str, out_dir: str) -> dict:
     files = render_files(results, spec.table.format)
     phases["render tables, results and JSON (core/output.py)"] = time.perf_counter() - t
     t = time.perf_counter()
-    written = write_files(Path(out_dir), files)
-    phases["write output files, per-patient CSVs included (core/output.py, Arrow CSV writer)"] = time.perf_counter() - t
+    with OutputFolder(Path(out_dir)) as folder:
+        written = folder.commit(files)
+    phases["write output files, per-patient CSVs and manifest included (core/outdir.py, Arrow CSV writer)"] = time.perf_counter() - t
     return {
         "phases": phases, "endpoints": endpoints, "engine_run_spec": engine,
         "table_bytes": sizes, "table_rows": rows, "input_bytes": sum(sizes.values()),

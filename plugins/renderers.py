@@ -3,8 +3,8 @@
 Every text in the table can come from a spec or from data (titles, labels, notes, criterion names,
 terms, stop reasons), so each format escapes all of it: the table arrives on one line per text
 (line breaks are spaces), tabulate escapes the LaTeX and HTML cells, and the title and footnotes are
-escaped here. Markdown cells escape ``|`` (which would end the cell), backslashes, backticks and
-``<`` (which would start raw HTML).
+escaped here. Markdown cells escape ``|`` (which would end the cell), backslashes, backticks and a
+``<`` that could start raw HTML (``<script``, ``</``, ``<!``; ``<0.001`` stays as it is).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _LATEX_SPECIAL = {
     "_": r"\_", "~": r"\textasciitilde{}", "%": r"\%",
 }
 _LATEX_PATTERN = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
-_MARKDOWN_PATTERN = re.compile(r"([\\|`<])")
+_MARKDOWN_PATTERN = re.compile(r"([\\|`]|<(?=[A-Za-z/!?]))")  # raw HTML starts only as <tag, </, <!, <?
 
 
 def latex_escape(text: str) -> str:
