@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "endpointkit.plugins.arr_change",
     "endpointkit.plugins.relapse_free",
     "endpointkit.plugins.edss_progression",
+    "endpointkit.plugins.disability_events",
     "endpointkit.plugins.titer_reduction",
     "endpointkit.plugins.discontinuation",
     "endpointkit.plugins.safety",
