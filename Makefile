@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench sensitivity clean
+.PHONY: demo test lint bench bench-disability sensitivity clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .ruff_cache
+
+# disability_events against pymsprog on a grid of settings, and its speed: benchmarks/DISABILITY_RESULTS.md
+bench-disability: $(STAMP) $(BENCH_VENV)/.installed
+	$(BIN)/python benchmarks/disability_vs_msprog.py --msprog-python $(BENCH_VENV)/bin/python

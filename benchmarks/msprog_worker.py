@@ -7,7 +7,8 @@ own (benchmarks/data/pymsprog-venv) and this script runs there; it imports nothi
 JOB.json: {"runs": [{"name", "visits", "relapses" (CSV path or null), "delta" ("ms_standard" or
 "builtin"), "kwargs" (MSprog keyword arguments)}]}. RESULT.json: per run the seconds MSprog took and,
 per patient, the number of confirmed worsening (CDW) and improvement (CDI) events and the date of
-the first CDW.
+the first CDW; and every reported event (type, CDW type, date, baseline date and value, first
+confirmation date) for benchmarks/disability_vs_msprog.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main(job_path: str, result_path: str) -> None:
         for key in ("conf_tol_days",):
             if key in kwargs:
                 kwargs[key] = [math.inf if v == "inf" else v for v in kwargs[key]]
+        if kwargs.get("require_sust_days") == "inf":
+            kwargs["require_sust_days"] = math.inf
         if run["delta"] == "ms_standard":
             kwargs["delta_fun"] = ms_standard
         started = time.perf_counter()
@@ -48,7 +51,7 @@ def main(job_path: str, result_path: str) -> None:
             summary, results = pymsprog.MSprog(
                 visits, subj_col="patient_id", value_col="score", date_col="date", outcome="edss",
                 relapse=relapses, rsubj_col="patient_id", rdate_col="date", date_format="%Y-%m-%d",
-                include_dates=True, verbose=0, **kwargs,
+                include_dates=True, include_value=True, verbose=0, **kwargs,
             )
         seconds = time.perf_counter() - started
         first_cdw = {}
@@ -59,7 +62,17 @@ def main(job_path: str, result_path: str) -> None:
         for pid, row in summary.iterrows():
             patients[str(pid)] = {"CDW": int(row.get("CDW", 0)), "CDI": int(row.get("CDI", 0)),
                                   "first_cdw": first_cdw.get(str(pid))}
-        out["runs"][run["name"]] = {"seconds": seconds, "patients": patients, "n": len(patients)}
+        events = []  # every reported event: [patient, type, CDW type, date, baseline date, baseline value, first confirmation date]
+        if len(results) and "nevent" in results.columns:
+            conf = next((c for c in results.columns if c.startswith("conf") and c.endswith("_date")), None)
+            for r in results[results["nevent"] > 0].itertuples(index=False):
+                r = r._asdict()
+                kind = str(r["event_type"]).lower()
+                cdw_type = str(r.get("CDW_type", "") or "").lower() if kind == "cdw" else ""
+                confirmed = r.get(conf) if conf else None
+                events.append([str(r["patient_id"]), kind, cdw_type or None, str(r["date"])[:10], str(r["bl_date"])[:10],
+                               float(r["bl_value"]), None if confirmed is None or pd.isna(confirmed) else str(confirmed)[:10]])
+        out["runs"][run["name"]] = {"seconds": seconds, "patients": patients, "n": len(patients), "events": events}
     with open(result_path, "w", encoding="utf-8") as stream:
         json.dump(out, stream)
 

@@ -139,8 +139,23 @@ def _dates(days: np.ndarray) -> np.ndarray:
     return out
 
 
-def derive_events(cohort, params: DisabilityParams) -> pd.DataFrame:
-    """Every patient's rows (``PER_PATIENT``): its events in order, or one row without event."""
+@dataclass
+class EngineInput:
+    """What the engine scans: the visits of the included patients (sorted by patient row, day) and relapses."""
+
+    code: np.ndarray  # patient row in cohort.patients
+    day: np.ndarray
+    value: np.ndarray
+    relapse_code: np.ndarray
+    relapse_day: np.ndarray
+    n: int
+    has_base: np.ndarray  # per patient
+    included: np.ndarray  # per patient: a baseline score and a later one
+    visits: np.ndarray  # per patient: scores from the baseline score to follow-up end
+
+
+def engine_input(cohort, params: DisabilityParams) -> EngineInput:
+    """Each patient's scores from its baseline score (edss_progression's rule) to follow-up end, and its relapses."""
     patients = cohort.patients
     n = len(patients)
     edss_params = EdssParams(baseline=params.baseline_score, baseline_window_days=params.baseline_window_days)
@@ -155,13 +170,19 @@ def derive_events(cohort, params: DisabilityParams) -> pd.DataFrame:
     visits = np.bincount(s.code[in_fu], minlength=n)
     included = has_base & (visits >= 2)
     use = in_fu & included[s.code]
-    code, day, value = s.code[use], s.day[use], s.score[use]
-
     relapses = cohort.table("relapses")
     r_code = cohort.patient_rows(relapses)
     known = r_code >= 0
-    events = detect_events(code, day, value, n, r_code[known].astype(np.int64),
-                           _days(relapses["onset_date"])[known], params.settings())
+    return EngineInput(s.code[use], s.day[use], s.score[use], r_code[known].astype(np.int64),
+                       _days(relapses["onset_date"])[known], n, has_base, included, visits)
+
+
+def derive_events(cohort, params: DisabilityParams) -> pd.DataFrame:
+    """Every patient's rows (``PER_PATIENT``): its events in order, or one row without event."""
+    patients = cohort.patients
+    x = engine_input(cohort, params)
+    n, code, day, has_base, included, visits = x.n, x.code, x.day, x.has_base, x.included, x.visits
+    events = detect_events(code, day, x.value, n, x.relapse_code, x.relapse_day, params.settings())
 
     first_day = np.full(n, -1, dtype=np.int64)
     last_day = np.full(n, -1, dtype=np.int64)
@@ -258,9 +279,10 @@ class DisabilityEvents(Endpoint):
 
     @classmethod
     def headline_for(cls, params: DisabilityParams) -> tuple[str, ...]:
-        kind = params.event_types()[0]
+        """Every proportion row, then the first type's first KM landmark."""
+        kinds = params.event_types()
         landmarks = unique_landmarks(params.landmarks_months)
-        return (kind, f"time_to_{kind}_at_{landmark_label(landmarks[0])}m") if landmarks else (kind,)
+        return (*kinds, f"time_to_{kinds[0]}_at_{landmark_label(landmarks[0])}m") if landmarks else kinds
 
     def compute(self, cohort, params: DisabilityParams, ctx) -> EndpointResult:
         frame = derive_events(cohort, params)
