@@ -174,6 +174,7 @@ def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
     conf_ok = far(s.relapse_to_confirmation)
     next_conf = _next_true(conf_ok)
     next_pconf = _next_true(conf_ok & _window_free(rel, code, day, s.pira_confirmation)) if s.classify else None
+    event_far = far(s.relapse_to_event)
     key = _key(code, day)
     periods = sorted(float(c) for c in s.confirmation_days)
     roving_w = s.baseline in ("roving", "roving_worsening")
@@ -195,23 +196,27 @@ def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
         bl[p] = b
         search[p] = np.maximum(search[p], b + 1)
 
-        # 2. next change from the baseline value (vectorised over every visit of the active patients)
+        # 2. next change from the baseline value, over the visits of the scanning patients only
+        # (``sel``: their visits, still contiguous per patient, so local = lch + (global - ch))
+        sel = np.nonzero(active[code])[0]
+        lcode = code[sel]
         ref = np.full(n, np.nan)
         ref[p] = value[b]
         thr = np.full(n, np.nan)
         thr[p] = threshold(s.threshold_rule, value[b])
-        ref_x, thr_x = ref[code], thr[code]
-        worse_x = value - ref_x >= thr_x
-        better_x = ref_x - value >= thr_x
-        cand = (worse_x | better_x) & (pos >= search[code]) & far(s.relapse_to_event)
-        change = _first_per(code, np.nonzero(cand)[0], n)[p]
-        found = change >= 0
+        ref_x, thr_x = ref[lcode], thr[lcode]
+        worse_x = value[sel] - ref_x >= thr_x
+        better_x = ref_x - value[sel] >= thr_x
+        cand = (worse_x | better_x) & (sel >= search[lcode]) & event_far[sel]
+        local = _first_per(lcode, np.nonzero(cand)[0], n)[p]
+        found = local >= 0
         active[p[~found]] = False
-        p, b, ch = p[found], b[found], change[found]
+        p, b, lch = p[found], b[found], local[found]
         if not p.size:
             break
+        ch = sel[lch]
         e_end = end[p]
-        is_w = worse_x[ch]
+        is_w = worse_x[lch]
 
         # 3. confirmation: first valid visit in any window
         conf = np.full(p.size, size, dtype=np.int64)
@@ -227,18 +232,18 @@ def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
         has_conf = conf < size
         dir_w = np.zeros(n, dtype=bool)
         dir_w[p] = is_w
-        meets = np.where(dir_w[code], worse_x, better_x)
-        next_fail = _next_true(~meets)
-        if s.check_intermediate:
-            inter = next_fail[np.minimum(ch + 1, size)] > np.where(has_conf, conf, -1)
-        else:
-            inter = meets[np.minimum(conf, size - 1)]
+        meets = np.where(dir_w[lcode], worse_x, better_x)
+        next_fail = _next_true(~meets)  # local positions
+
+        shift = lch - ch  # global visit position + shift = local position (same patient)
+        lconf = np.where(has_conf, conf, ch) + shift
+        inter = next_fail[lch + 1] > lconf if s.check_intermediate else meets[lconf]
         confirmed = has_conf & inter
         imputed = ~has_conf & is_w & (s.last_visit == "always") & (ch == e_end - 1)
         event = confirmed | imputed
 
         # 4. sustained
-        after_conf = np.where(imputed, e_end, next_fail[np.minimum(conf + 1, size)])
+        after_conf = np.where(imputed, e_end, ch + (next_fail[lconf + 1] - lch))
         nonsust = np.minimum(after_conf, e_end)  # e_end = sustained to the last visit
         valid = event.copy()
         if s.sustained_days:
@@ -249,7 +254,7 @@ def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
                 span = day[e_end - 1] - day[ch]
                 target = np.searchsorted(key, key[ch] + int(np.ceil(min(s.sustained_days, 2**30))), side="left")
                 sust_vis = np.where(span >= s.sustained_days, target, e_end - 1)
-                lasting = meets[np.minimum(sust_vis, size - 1)]
+                lasting = meets[sust_vis + shift]
             valid &= lasting
 
         # 5. RAW / PIRA

@@ -316,3 +316,39 @@ def test_engine_reproduces_pymsprog_on_its_toy_data(kwargs, settings, expected):
     got = [(ids[r.code], r.event_type, r.cdw_type if isinstance(r.cdw_type, str) else None, text(r.day),
             text(r.baseline_day), r.baseline_value, text(r.confirmation_day)) for r in frame.itertuples()]
     assert got == expected
+
+
+# --------------------------------------------------------------------------- one patient's records only
+
+
+def _random_registry(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    visits = rng.integers(2, 14, n)
+    code = np.repeat(np.arange(n), visits)
+    gaps = rng.integers(30, 200, code.size)
+    start = np.r_[0, np.cumsum(visits)[:-1]]
+    day = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[start] - gaps[start], visits)
+    steps = rng.choice([-1.0, -0.5, 0, 0, 0, 0.5, 1.0, 1.5], code.size)
+    value = np.clip(np.repeat(rng.choice([0, 1.0, 2.0, 3.5, 5.5, 6.0], n), visits) + np.cumsum(steps)
+                    - np.repeat(np.cumsum(steps)[start] - steps[start], visits), 0, 9.5)
+    r_code = rng.integers(0, n, n)
+    r_day = rng.integers(-100, int(day.max()), n)
+    return code, day, value, r_code, r_day
+
+
+@pytest.mark.parametrize("settings", [
+    {"event": "multiple", "baseline": "roving", "pira_raw": True},
+    {"event": "first_pira", "confirmation_days": (84, 168), "sustained_days": 120.0},
+    {"event": "first", "baseline": "roving_improvement", "check_intermediate": False, "last_visit": "always"},
+])
+def test_each_patients_events_depend_on_its_own_records_only(settings):
+    # the map step: events derived for every patient at once equal those derived for each half alone
+    code, day, value, r_code, r_day = _random_registry(300, seed=5)
+    s = EventSettings(**settings)
+    whole = detect_events(code, day, value, 300, r_code, r_day, s)
+    parts = []
+    for half in (np.arange(300) < 150, np.arange(300) >= 150):
+        keep, r_keep = half[code], half[r_code]
+        parts.append(detect_events(code[keep], day[keep], value[keep], 300, r_code[r_keep], r_day[r_keep], s))
+    assert len(whole) > 50
+    pd.testing.assert_frame_equal(whole, pd.concat(parts, ignore_index=True))
