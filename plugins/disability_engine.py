@@ -336,3 +336,81 @@ def _collect(events: list[dict[str, np.ndarray]], s: EventSettings) -> pd.DataFr
     frame["event_number"] = frame.groupby("code").cumcount() + 1
     frame["cdw_type"] = frame["cdw_type"].replace("", None)
     return frame[EVENT_COLUMNS]
+
+
+@dataclass(frozen=True)
+class MilestoneSettings:
+    """Settings of the milestone scan (days; pairs are (before, after) a relapse)."""
+
+    milestone: float = 6.0
+    confirmation_days: tuple[float, ...] = (84.0,)
+    tolerance: tuple[float, float] = (7.0, 730.5)
+    sustained_days: float = 0.0
+    relapse_to_event: tuple[float, float] = (0.0, 0.0)
+    relapse_to_confirmation: tuple[float, float] = (30.0, 0.0)
+
+
+def detect_milestone(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
+                     relapse_code: np.ndarray, relapse_day: np.ndarray, s: MilestoneSettings) -> np.ndarray:
+    """Per patient, the visit position of the first confirmed value >= ``milestone`` (-1 if none).
+
+    pymsprog's ``value_milestone`` scan: the first visit at or above the milestone (far enough from a
+    relapse) counts when the first confirmation visit in a window exists and every visit up to it
+    stays at or above; an unconfirmed one sends the search past the next visit below the milestone,
+    one not sustained for ``sustained_days`` past the first visit that no longer holds. Visits sorted
+    by (code, day), one a day; a relapse counts from the first visit minus ``relapse_to_event[0]``.
+    """
+    size = code.size
+    code = code.astype(np.int64)
+    day = day.astype(np.int64)
+    pos = np.arange(size)
+    start = np.full(n, size, dtype=np.int64)
+    end = np.zeros(n, dtype=np.int64)
+    if size:
+        first = np.r_[True, code[1:] != code[:-1]]
+        start[code[first]] = pos[first]
+        end[code[np.r_[code[1:] != code[:-1], True]]] = pos[np.r_[code[1:] != code[:-1], True]] + 1
+    has = start < size
+    first_day = np.where(has, day[np.minimum(start, max(size - 1, 0))] if size else 0, 0)
+    keep = has[relapse_code] & (relapse_day >= first_day[relapse_code] - s.relapse_to_event[0])
+    r_before, r_after = _Relapses(relapse_code[keep], relapse_day[keep]).distances(code, day)
+    meets = np.asarray(value, dtype=float) >= s.milestone
+    cand_ok = meets & (r_before >= s.relapse_to_event[0]) & (r_after >= s.relapse_to_event[1])
+    next_conf = _next_true((r_before >= s.relapse_to_confirmation[0]) & (r_after >= s.relapse_to_confirmation[1]))
+    next_fail = _next_true(~meets)
+    key = _key(code, day)
+
+    found = np.full(n, -1, dtype=np.int64)
+    search = start.copy()
+    active = has.copy()
+    while active.any():
+        sel = np.nonzero(active[code] & cand_ok)[0]
+        sel = sel[sel >= search[code[sel]]]
+        hit = _first_per(code, sel, n)
+        p = np.nonzero(active)[0]
+        m = hit[p]
+        active[p[m < 0]] = False
+        p, m = p[m >= 0], m[m >= 0]
+        if not p.size:
+            break
+        e_end = end[p]
+        conf = np.full(p.size, size, dtype=np.int64)
+        for c in sorted(s.confirmation_days):
+            lo = np.maximum(np.searchsorted(key, key[m] + int(np.ceil(c - s.tolerance[0])), side="left"), m + 1)
+            f = next_conf[lo]
+            ok = f < e_end
+            ok[ok] = day[f[ok]] - day[m[ok]] <= c + s.tolerance[1]
+            conf = np.minimum(conf, np.where(ok, f, size))
+        confirmed = (conf < size) & (next_fail[m + 1] > conf)
+        nonsust = np.minimum(next_fail[np.minimum(conf + 1, size)], e_end)
+        lasting = confirmed.copy()
+        if s.sustained_days:
+            short = confirmed & (nonsust < e_end)
+            short[short] = day[nonsust[short]] - day[m[short]] < s.sustained_days
+            lasting &= ~short
+        found[p[lasting]] = m[lasting]
+        active[p[lasting]] = False
+        below = np.minimum(next_fail[m + 1], e_end)  # unconfirmed: past the next visit below the milestone
+        search[p] = np.where(confirmed, nonsust, below) + 1
+        active[p[search[p] >= e_end]] = False
+    return found

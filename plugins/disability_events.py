@@ -33,7 +33,13 @@ import pandas as pd
 from endpointkit import Endpoint, EndpointResult, hookimpl, param
 from endpointkit.errors import SpecError
 from endpointkit.params import MONTH_DAYS
-from endpointkit.plugins.disability_engine import THRESHOLD_BANDS, EventSettings, detect_events
+from endpointkit.plugins.disability_engine import (
+    THRESHOLD_BANDS,
+    EventSettings,
+    MilestoneSettings,
+    detect_events,
+    detect_milestone,
+)
 from endpointkit.plugins.edss_progression import (
     AFTER_INDEX_DAYS,
     EdssParams,
@@ -64,6 +70,24 @@ PER_PATIENT = [
 ]
 
 
+def check_windows(params, path: str, distances: tuple[str, ...], pairs: tuple[str, ...]) -> None:
+    """Lists of the right length: periods, tolerance [left, right], distances d or [last, next], windows [a, b]."""
+    periods = params.confirmation_days
+    if isinstance(periods, list) and not 1 <= len(periods) <= 20:
+        raise SpecError(f"{path}.confirmation_days", f"expected a number or a list of 1 to 20 numbers, got {periods!r}")
+    for name in distances:
+        value = getattr(params, name)
+        if isinstance(value, list) and not 1 <= len(value) <= 2:
+            raise SpecError(f"{path}.{name}", f"expected a number or a list of 1 or 2 numbers, got {value!r}")
+    for name in ("confirmation_tolerance_days", *pairs):
+        value = getattr(params, name)
+        if len(value) not in ((1, 2) if name == "confirmation_tolerance_days" else (2,)):
+            raise SpecError(f"{path}.{name}", f"expected [before, after] in days, got {value!r}")
+    if params.confirmation_tolerance_days[0] == "inf":
+        raise SpecError(f"{path}.confirmation_tolerance_days[0]", "expected a number of days (only the right end may be 'inf')")
+    check_landmarks(params.landmarks_months, path)
+
+
 @dataclass(frozen=True)
 class DisabilityParams:
     event: Literal["first_cdw", "first_cdi", "first", "multiple", "first_pira", "first_raw"] = param("first_cdw", "Events reported: the first CDW, the first CDI, the first of either, every event in order (multiple), the first PIRA or the first RAW.")
@@ -88,18 +112,8 @@ class DisabilityParams:
     baseline_window_days: int = param(365, "How far before index the baseline score may lie (days).")
 
     def check(self, path: str) -> None:
-        for name in ("confirmation_days", "relapse_to_baseline_days", "relapse_to_event_days",
-                     "relapse_to_confirmation_days", "relapse_assoc_days"):
-            value = getattr(self, name)
-            if isinstance(value, list) and not (1 <= len(value) <= (2 if name != "confirmation_days" else 20)):
-                raise SpecError(f"{path}.{name}", f"expected a number or a list of {'1 or 2' if name != 'confirmation_days' else '1 to 20'} numbers, got {value!r}")
-        for name in ("confirmation_tolerance_days", "pira_preceding_days", "pira_event_days", "pira_confirmation_days"):
-            value = getattr(self, name)
-            if len(value) not in ((1, 2) if name == "confirmation_tolerance_days" else (2,)):
-                raise SpecError(f"{path}.{name}", f"expected [before, after] in days, got {value!r}")
-        if self.confirmation_tolerance_days[0] == "inf":
-            raise SpecError(f"{path}.confirmation_tolerance_days[0]", "expected a number of days (only the right end may be 'inf')")
-        check_landmarks(self.landmarks_months, path)
+        check_windows(self, path, ("relapse_to_baseline_days", "relapse_to_event_days", "relapse_to_confirmation_days",
+                                   "relapse_assoc_days"), ("pira_preceding_days", "pira_event_days", "pira_confirmation_days"))
 
     def settings(self) -> EventSettings:
         """The engine's settings (a single number d for a relapse distance means [d, 0], as pymsprog)."""
@@ -324,6 +338,102 @@ def _notes(params: DisabilityParams, relapses_loaded: bool) -> list[str]:
     return notes
 
 
+@dataclass(frozen=True)
+class MilestoneParams:
+    milestone: float = param(6.0, "The EDSS value to reach (time to the first confirmed score >= this).")
+    confirmation_days: Window = param(84, "Confirmation period(s), days; a list confirms over any of them.", min=1)
+    confirmation_tolerance_days: list[float | Literal["inf"]] = param([7, 730.5], "Tolerance [left, right] around each period ('inf' = no right limit).")
+    sustained_days: float | Literal["end"] = param(0, "The milestone must hold this many days (0 = not required; 'end' = to the last visit).")
+    relapse_to_event_days: Window = param(0, "Minimum distance of the milestone visit from a relapse: a number (the last relapse) or [last, next].")
+    relapse_to_confirmation_days: Window = param(30, "Minimum distance of a confirmation visit from a relapse: a number or [last, next].")
+    landmarks_months: list[float] = param([12, 24], "Months at which the KM cumulative probability of reaching the milestone is reported.")
+    baseline_score: Literal["last_before_index", "nearest_index"] = param("last_before_index", "Which score starts the visits (edss_progression's baseline rule).")
+    baseline_window_days: int = param(365, "How far before index the baseline score may lie (days).")
+
+    def check(self, path: str) -> None:
+        check_windows(self, path, ("relapse_to_event_days", "relapse_to_confirmation_days"), ())
+
+    def settings(self) -> MilestoneSettings:
+        shared = DisabilityParams(confirmation_days=self.confirmation_days,
+                                  confirmation_tolerance_days=self.confirmation_tolerance_days,
+                                  sustained_days=self.sustained_days, relapse_to_event_days=self.relapse_to_event_days,
+                                  relapse_to_confirmation_days=self.relapse_to_confirmation_days).settings()
+        return MilestoneSettings(milestone=self.milestone, confirmation_days=shared.confirmation_days,
+                                 tolerance=shared.tolerance, sustained_days=shared.sustained_days,
+                                 relapse_to_event=shared.relapse_to_event,
+                                 relapse_to_confirmation=shared.relapse_to_confirmation)
+
+
+MILESTONE_PER_PATIENT = ["patient_id", "reached", "date", "value", "first_visit_date", "last_visit_date",
+                         "time_months", "visits", "included", "exclusion_reason"]
+
+
+def derive_milestone(cohort, params: MilestoneParams) -> pd.DataFrame:
+    """One row per patient: the first confirmed score >= the milestone (date, value) and the KM time."""
+    x = engine_input(cohort, params)
+    hit = detect_milestone(x.code, x.day, x.value, x.n, x.relapse_code, x.relapse_day, params.settings())
+    first_day = np.full(x.n, -1, dtype=np.int64)
+    last_day = np.full(x.n, -1, dtype=np.int64)
+    if x.code.size:
+        first_day[x.code[::-1]] = x.day[::-1]
+        last_day[x.code] = x.day
+    reached = hit >= 0
+    event_day = np.where(reached, x.day[np.clip(hit, 0, None)] if x.day.size else -1, -1)
+    reason = np.full(x.n, None, dtype=object)
+    reason[~x.has_base] = (f"no EDSS score in the baseline window [index - {params.baseline_window_days} days, "
+                           f"index + {AFTER_INDEX_DAYS} days]")
+    reason[x.has_base & ~x.included] = "no EDSS score after the baseline score up to follow-up end"
+    end = np.where(reached, event_day, last_day)
+    frame = pd.DataFrame({
+        "patient_id": cohort.patients["patient_id"].to_numpy(),
+        "reached": pd.Series(reached, dtype="boolean").where(x.included, pd.NA),
+        "date": _dates(event_day),
+        "value": np.where(reached, x.value[np.clip(hit, 0, None)] if x.value.size else np.nan, np.nan),
+        "first_visit_date": _dates(np.where(x.included, first_day, -1)),
+        "last_visit_date": _dates(np.where(x.included, last_day, -1)),
+        "time_months": np.where(x.included, (end - first_day) / MONTH_DAYS, np.nan),
+        "visits": np.where(x.included, x.visits, 0),
+        "included": x.included,
+        "exclusion_reason": reason,
+    })
+    return frame[MILESTONE_PER_PATIENT]
+
+
+class DisabilityMilestone(Endpoint):
+    name = "disability_milestone"
+    title = "Time to a confirmed EDSS milestone"
+    description = "Time to the first confirmed EDSS score at or above a milestone (e.g. 6.0), Kaplan-Meier (as pymsprog's value_milestone)."
+    requires = ("edss",)
+    Params = MilestoneParams
+    headline = ("milestone",)
+
+    @classmethod
+    def headline_for(cls, params: MilestoneParams) -> tuple[str, ...]:
+        landmarks = unique_landmarks(params.landmarks_months)
+        return ("milestone", f"time_to_milestone_at_{landmark_label(landmarks[0])}m") if landmarks else ("milestone",)
+
+    def compute(self, cohort, params: MilestoneParams, ctx) -> EndpointResult:
+        frame = derive_milestone(cohort, params)
+        used = frame[frame["included"]]
+        words = f"EDSS >= {params.milestone:g}"
+        rows = [proportion_row("milestone", int(used["reached"].sum()), len(used), label=f"Confirmed {words}, n (%)")]
+        km = fit_km(used["time_months"], used["reached"].astype(bool))
+        for m in unique_landmarks(params.landmarks_months):
+            rows.append(_cumulative(km_landmark_row(f"time_to_milestone_at_{landmark_label(m)}m", km, landmark_months(m),
+                                                    label=f"Confirmed {words} by {landmark_label(m)} months, KM % (95% CI)")))
+        rows.append(km_median_row("median_time_to_milestone_months", km, label=f"Time to confirmed {words}, months, KM median (95% CI)"))
+        s = params.settings()
+        right = "no limit" if s.tolerance[1] == float("inf") else f"+{s.tolerance[1]:g}"
+        notes = [f"Milestone {words}: the first visit from the baseline score on at or above it (relapse distance "
+                 f"{list(s.relapse_to_event)} days), confirmed over every visit up to the first visit "
+                 f"{', '.join(f'{c:g}' for c in s.confirmation_days)} days later (tolerance -{s.tolerance[0]:g}/{right} days, "
+                 f"relapse distance {list(s.relapse_to_confirmation)}); time from the baseline score, censored at the last "
+                 "visit; time_to_milestone_at_<m>m = KM cumulative probability 1 - S(m), log-log 95% CI."]
+        excluded = {r: frame.loc[frame["exclusion_reason"] == r, "patient_id"].tolist()
+                    for r in frame["exclusion_reason"].dropna().unique()}
+        return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
+
+
 @hookimpl
 def register_endpoints():
-    return [DisabilityEvents]
+    return [DisabilityEvents, DisabilityMilestone]

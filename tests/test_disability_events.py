@@ -352,3 +352,47 @@ def test_each_patients_events_depend_on_its_own_records_only(settings):
         parts.append(detect_events(code[keep], day[keep], value[keep], 300, r_code[r_keep], r_day[r_keep], s))
     assert len(whole) > 50
     pd.testing.assert_frame_equal(whole, pd.concat(parts, ignore_index=True))
+
+
+# --------------------------------------------------------------------------- milestone
+
+# pymsprog.value_milestone(visits, milestone, subj_col="id", value_col="EDSS", date_col="date",
+# outcome="edss", relapse=relapses, verbose=0, **kwargs) on the toy data (pymsprog 1.0.7): the date
+# of the confirmed milestone per patient 1..7 (None = not observed).
+TOY_MILESTONES = [
+    (5.0, {}, {}, ["2021-09-23", "2021-06-12", None, "2022-07-19", "2021-11-01", "2022-10-05", "2023-01-13"]),
+    (6.0, {}, {}, ["2022-07-12", "2022-05-19", None, None, None, None, None]),
+    (5.0, {"relapse_to_conf": 0, "conf_tol_days": [7, 7]},
+     {"relapse_to_confirmation": (0.0, 0.0), "tolerance": (7.0, 7.0)},
+     [None, "2021-06-12", None, "2022-07-19", "2021-11-01", "2022-10-05", None]),
+    (4.5, {"require_sust_days": 200}, {"sustained_days": 200.0},
+     ["2021-09-23", "2021-03-24", None, "2022-07-19", "2021-11-01", "2021-10-18", "2022-03-17"]),
+]
+
+
+@pytest.mark.parametrize("milestone, kwargs, settings, expected", TOY_MILESTONES, ids=[f"{c[0]}{c[1]}" for c in TOY_MILESTONES])
+def test_milestone_scan_reproduces_pymsprog_value_milestone(milestone, kwargs, settings, expected):
+    from endpointkit.plugins.disability_engine import MilestoneSettings, detect_milestone
+
+    ids = sorted(TOY_VISITS)
+    code = np.array([ids.index(p) for p in ids for _ in TOY_VISITS[p]])
+    days = np.array([_day(d) for p in ids for d, _ in TOY_VISITS[p]])
+    values = np.array([v for p in ids for _, v in TOY_VISITS[p]], dtype=float)
+    r_code = np.array([ids.index(p) for p, _ in TOY_RELAPSES])
+    r_day = np.array([_day(d) for _, d in TOY_RELAPSES])
+    hit = detect_milestone(code, days, values, len(ids), r_code, r_day, MilestoneSettings(milestone=milestone, **settings))
+    assert [None if h < 0 else str(np.datetime64(int(days[h]), "D")) for h in hit] == expected
+
+
+def test_disability_milestone_endpoint():
+    from endpointkit.plugins.disability_events import DisabilityMilestone
+
+    # a: 6.0 on day 100 confirmed on day 200 (window day 177..): reached at 100 days.
+    # b: 6.0 on day 100, 5.5 on day 150 (before the window) -> not confirmed; last visit day 400.
+    cohort = cohort_of({"a": [(0, 4.0), (100, 6.0), (200, 6.5)], "b": [(0, 4.0), (100, 6.0), (150, 5.5), (400, 6.0)]})
+    result = DisabilityMilestone().compute(cohort, params_for(DisabilityMilestone, landmarks_months=[6]), make_context())
+    frame = result.per_patient.set_index("patient_id")
+    assert list(frame["reached"]) == [True, False]
+    assert frame["time_months"].tolist() == pytest.approx([100 / (365.25 / 12), 400 / (365.25 / 12)])
+    assert (row(result, "milestone").count, row(result, "milestone").n) == (1, 2)
+    assert row(result, "time_to_milestone_at_6m").estimate == pytest.approx(0.5)  # 1 - S(183 days) = 1 - 1/2

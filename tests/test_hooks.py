@@ -18,7 +18,7 @@ HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) i
 def test_builtins_register_through_the_hooks():
     plugins = get_plugin_manager(entrypoints=False)
     assert sorted(plugins.endpoints.items) == [
-        "arr_change", "characteristics", "disability_events", "discontinuation", "edss_progression", "relapse_free", "safety",
+        "arr_change", "characteristics", "disability_events", "disability_milestone", "discontinuation", "edss_progression", "relapse_free", "safety",
         "titer_reduction",
     ]
     assert all(e.provider.startswith("endpointkit.plugins.") for e in plugins.endpoints)
