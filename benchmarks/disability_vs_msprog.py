@@ -124,7 +124,7 @@ def run_pymsprog(python: str, runs: list[dict], tmp: Path, patients: int) -> dic
     """pymsprog's results for these runs; reused from benchmarks/data when the same inputs ran before."""
     digest = hashlib.sha256(json.dumps([{k: v for k, v in r.items() if k not in ("visits", "relapses")} for r in runs],
                                        sort_keys=True).encode())
-    for path in sorted({r["visits"] for r in runs} | {r["relapses"] for r in runs}):
+    for path in sorted({r["visits"] for r in runs} | {r["relapses"] for r in runs}) + [str(BENCH / "msprog_worker.py")]:
         digest.update(Path(path).read_bytes())
     cache = DATA / "pymsprog_cache" / f"{digest.hexdigest()[:20]}.json"
     if cache.exists():

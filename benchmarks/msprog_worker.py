@@ -65,8 +65,7 @@ def main(job_path: str, result_path: str) -> None:
         events = []  # every reported event: [patient, type, CDW type, date, baseline date, baseline value, first confirmation date]
         if len(results) and "nevent" in results.columns:
             conf = next((c for c in results.columns if c.startswith("conf") and c.endswith("_date")), None)
-            for r in results[results["nevent"] > 0].itertuples(index=False):
-                r = r._asdict()
+            for r in results[results["nevent"] > 0].to_dict("records"):  # (column names such as conf84.0_date)
                 kind = str(r["event_type"]).lower()
                 cdw_type = str(r.get("CDW_type", "") or "").lower() if kind == "cdw" else ""
                 confirmed = r.get(conf) if conf else None
