@@ -30,7 +30,7 @@ def test_jobs_2_gives_a_byte_identical_results_csv(cli, tmp_path):
     assert status == 0, err
     assert (tmp_path / "one" / "results.csv").read_bytes() == (tmp_path / "two" / "results.csv").read_bytes()
     frame = pd.read_csv(tmp_path / "two" / "results.csv")
-    assert frame["variant"].nunique() == 14
+    assert frame["variant"].nunique() == 16
     assert (tmp_path / "two" / "side_by_side.md").is_file()
     assert (tmp_path / "two" / "what_moves.csv").is_file()
 
@@ -46,8 +46,8 @@ def test_the_cohort_is_built_once_when_only_endpoint_parameters_change():
     spec = load_spec(SENSITIVITY)
     data = load_spec_data(spec, spec.plugins)
     results = run_spec(spec, spec.plugins, data=data)
-    assert len(results.variants) == 14
-    # only 'follow-up to last visit' changes the cohort definition: two cohorts for 14 variants
+    assert len(results.variants) == 16
+    # only 'follow-up to last visit' changes the cohort definition: two cohorts for 16 variants
     from endpointkit.parallel import run_variants
 
     cache_sizes = []
@@ -56,7 +56,7 @@ def test_the_cohort_is_built_once_when_only_endpoint_parameters_change():
         cache_sizes.append(done)
 
     run_variants([spec, *spec.variants], data, spec.plugins, progress=count)
-    assert cache_sizes[-1] == 14
+    assert cache_sizes[-1] == 16
     assert isinstance(data, CohortData)
 
 
