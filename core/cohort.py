@@ -185,6 +185,20 @@ def clean_relapses(relapses: pd.DataFrame, settings, quality: QualityLog) -> pd.
     return relapses[kept].reset_index(drop=True)
 
 
+def _after_birth_and_onset(name: str, column: str, frame: pd.DataFrame, codes: np.ndarray, born: np.ndarray,
+                           disease_onset: np.ndarray, quality: QualityLog) -> np.ndarray:
+    """Which records are dated on or after their patient's birth and disease onset; the others are
+    impossible (a relapse or an EDSS score before the disease began), reported and not used."""
+    day = frame[column].to_numpy(dtype="datetime64[ns]")
+    known = codes >= 0
+    row = np.clip(codes, 0, None)
+    before_birth = known & (day < born[row])  # NaT compares False: a missing date checks nothing
+    before_onset = known & ~before_birth & (day < disease_onset[row])
+    quality.add(name, frame[before_birth], f"{column} before the patient's birth_date", "ignored")
+    quality.add(name, frame[before_onset], f"{column} before the patient's onset_date (disease onset)", "ignored")
+    return ~(before_birth | before_onset)
+
+
 def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) -> Cohort:
     """Apply the cohort definition of the spec to the loaded data."""
     quality = QualityLog()
@@ -212,6 +226,8 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     loaded_order = PATIENT_ROW in patients and np.array_equal(patients[PATIENT_ROW].to_numpy(), np.arange(n_all))
     codes = {name: frame[PATIENT_ROW].to_numpy() if loaded_order and PATIENT_ROW in frame else ids.get_indexer(frame["patient_id"])
              for name, frame in tables.items()}
+    born = patients["birth_date"].to_numpy(dtype="datetime64[ns]")
+    disease_onset = patients["onset_date"].to_numpy(dtype="datetime64[ns]")
 
     # index date: first course of the index treatment, else its first administration
     treatments = tables["treatments"]
@@ -285,6 +301,10 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
         else:
             tables[name] = frame.copy(deep=False)
     patients = patients.reset_index(drop=True)
+    for name, column in (("relapses", "onset_date"), ("edss", "date")):
+        if name in tables and len(tables[name]):
+            keep = _after_birth_and_onset(name, column, tables[name], codes[name], born, disease_onset, quality)
+            tables[name], codes[name] = tables[name][keep], codes[name][keep]
     if "relapses" in tables:
         tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
     for name in ("edss", "titers"):  # the endpoints use the later CSV line of a same-day pair

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, SpecError
+from .params import DATE_RANGE, FIRST_DATE, LAST_DATE
 from .titers import parse_titers
 
 EDSS_GRID = np.array([0.0] + [x / 2 for x in range(2, 21)])  # 0, 1.0, 1.5, ..., 10
@@ -71,6 +72,9 @@ ALWAYS_REQUIRED = ("patients", "treatments")
 # patient_id in the cohort and the endpoints hash each distinct id once, not every row.
 TEXT = pd.StringDtype("python", na_value=np.nan)
 UNKNOWN_PATIENT = "expected a patient_id listed in patients"
+# An open end written as the usual placeholder 9999-12-31 reads as blank (the course is ongoing).
+OPEN_END_COLUMNS = {("treatments", "end_date")}
+OPEN_END = pd.Timestamp("9999-12-31")
 LINE = "_line"  # CSV line of each record, kept for traceability
 # Each record's patient as a row number of the patients table as loaded: the cohort uses it instead
 # of looking every patient_id up again (absent when a table was prepared on its own).
@@ -172,7 +176,21 @@ def _parse(table: str, frame: pd.DataFrame, distinct: Distinct, transform, expec
 
 
 def _dates(text: pd.Series) -> pd.Series:
-    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+    """Dates at microsecond resolution (years 1 to 9999): the range is checked before the cast to ns."""
+    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype("datetime64[us]")
+
+
+def _parse_dates(table: str, frame: pd.DataFrame, distinct: Distinct, expected: str) -> pd.Series:
+    """A date column: each value a date that exists, inside the analysable range."""
+    column = str(distinct.name)
+    parsed = _dates(distinct.values)
+    _fail(table, frame, distinct.rows(parsed.isna().to_numpy()), column, expected)
+    if (table, column) in OPEN_END_COLUMNS:
+        parsed = parsed.mask(parsed == OPEN_END)
+    outside = ((parsed < pd.Timestamp(FIRST_DATE)) | (parsed > pd.Timestamp(LAST_DATE))).to_numpy()
+    _fail(table, frame, distinct.rows(outside), column,
+          f"expected a date {DATE_RANGE} (leave the cell blank for an unknown date, not a placeholder such as 0001-01-01)")
+    return distinct.spread(parsed.astype("datetime64[ns]"))
 
 
 def _booleans(text: pd.Series) -> pd.Series:
@@ -248,7 +266,10 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
     frame["patient_id"] = ids.spread(ids.values)
     for column, kind in typed.items():
         transform, dtype, expected = PARSERS[kind]
-        frame[column] = _parse(name, frame, distinct[column], transform, expected).astype(dtype)
+        if kind == "dates":
+            frame[column] = _parse_dates(name, frame, distinct[column], expected)
+        else:
+            frame[column] = _parse(name, frame, distinct[column], transform, expected).astype(dtype)
     for column in frame.columns:
         if column not in schema.all_columns and column != LINE:
             frame[column] = _maybe_numeric(frame[column])

@@ -21,6 +21,10 @@ from .errors import SpecError, one_of, suggest
 MONTH_DAYS = 365.25 / 12
 MAX_DAYS = 36_525  # 100 years: the default ceiling of day counts and durations (pandas dates end in 2262)
 MAX_MONTHS = 1_200
+# Dates are analysed as datetime64[ns], which spans 1677-09-21 .. 2262-04-11: every date of a spec or
+# a table must lie in this round range inside it (0001-01-01 or 9999-12-31 placeholders do not).
+FIRST_DATE, LAST_DATE = dt.date(1678, 1, 1), dt.date(2261, 12, 31)
+DATE_RANGE = f"between {FIRST_DATE} and {LAST_DATE}"
 
 
 class OutOfRange(SpecError):
@@ -144,13 +148,15 @@ def coerce(value: Any, tp: Any, path: str, field: dataclasses.Field | None = Non
         return parsed
     if tp is dt.date:
         if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError:
-            raise SpecError(path, f"expected a date YYYY-MM-DD, got {value!r}") from None
+            value = value.date()
+        if not isinstance(value, dt.date):
+            try:
+                value = dt.date.fromisoformat(str(value))
+            except ValueError:
+                raise SpecError(path, f"expected a date YYYY-MM-DD, got {value!r}") from None
+        if not FIRST_DATE <= value <= LAST_DATE:
+            raise OutOfRange(path, f"expected a date {DATE_RANGE}, got {value.isoformat()}")
+        return value
     if tp in (dict, list):
         if isinstance(value, tp):
             return value

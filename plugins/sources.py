@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ import pyarrow.csv as pacsv
 from endpointkit import hookimpl
 from endpointkit.data import LINE
 from endpointkit.errors import DataError
+
+# Bounds checked before a table is parsed, so that a wrong file fails in seconds, not minutes.
+MAX_HEADER_BYTES = 1 << 20  # 1 MiB
+MAX_COLUMNS = 2_000  # extra columns are typed one by one: 2,000 take seconds
 
 
 class CsvFolder:
@@ -33,7 +38,7 @@ class CsvFolder:
         path = root / f"{table}.csv"
         if not path.exists():
             return None
-        raw = path.read_bytes()
+        raw = read_regular_file(path, table)
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -41,6 +46,7 @@ class CsvFolder:
             raise DataError(table, f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8", line=line) from None
         if not raw.strip():
             raise DataError(table, f"{path.name} is empty; expected a header line with the column names")
+        _check_line_endings(raw, table, path.name)
         header = _header(raw, table)
         frame = _read_arrow(raw, header)
         if frame is None:  # something Arrow refuses (a ragged row, a line of spaces): pandas and a line scan
@@ -52,6 +58,48 @@ class CsvFolder:
         if len(lines) == len(frame) and LINE not in frame.columns:
             frame[LINE] = lines  # the file's own line numbers, blank lines and quoted line breaks counted
         return frame, hashlib.sha256(raw).hexdigest()
+
+
+def read_regular_file(path: Path, table: str) -> bytes:
+    """The bytes of a regular file whose header line is bounded: a device (``/dev/zero``), a pipe or
+    a folder is refused before any read, and a first line longer than ``MAX_HEADER_BYTES`` (one line
+    of a gigabyte, say) after reading only that much."""
+    try:
+        info = path.stat()  # follows a symlink: its target is what would be read
+    except OSError as exc:
+        raise DataError(table, f"cannot read {path.name}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(table, f"{path.name} is not a regular file (a device, pipe, socket or folder); expected a CSV file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(MAX_HEADER_BYTES)
+            body = head.lstrip()
+            if len(head) == MAX_HEADER_BYTES and b"\n" not in body and b"\r" not in body:
+                raise DataError(table, f"{path.name}: the header line is longer than {MAX_HEADER_BYTES // 1024} KiB; "
+                                       "expected a header line with the column names, one record per line", line=1)
+            return head + handle.read()
+    except OSError as exc:
+        raise DataError(table, f"cannot read {path.name}: {exc.strerror}") from None
+
+
+def _check_line_endings(raw: bytes, table: str, name: str) -> None:
+    """A carriage return not followed by a line feed is refused: as every line end (old Mac line
+    endings), or as a stray one in a file without quotes (where it could only split a record; inside
+    a quoted value the CSV scan accepts it)."""
+    if b"\r" not in raw or raw.count(b"\r") == raw.count(b"\r\n"):
+        return
+    data = np.frombuffer(raw, dtype=np.uint8)
+    returns = np.flatnonzero(data == ord("\r"))
+    following = np.append(data, np.uint8(0))[returns + 1]
+    bare = int(returns[following != ord("\n")][0])
+    if b"\n" not in raw[:bare]:
+        raise DataError(table, f"{name} ends its lines with a carriage return only (old Mac line endings); "
+                               "expected LF or CRLF line endings: save it again as CSV (UTF-8)", line=1)
+    if b'"' not in raw:
+        raise DataError(table, _STRAY_RETURN, line=raw.count(b"\n", 0, bare) + 1)
+
+
+_STRAY_RETURN = "a line break (carriage return) inside an unquoted value; expected one record per line, LF or CRLF line endings"
 
 
 def _header(raw: bytes, table: str) -> list[str]:
@@ -108,6 +156,8 @@ def _read_pandas(raw: bytes, table: str, name: str) -> pd.DataFrame:
 
 
 def _check_header(header: list[str], table: str, line: int) -> None:
+    if len(header) > MAX_COLUMNS:
+        raise DataError(table, f"the header has {len(header):,} columns; expected at most {MAX_COLUMNS:,}", line=line)
     names = [name.strip() for name in header]
     seen: set[str] = set()
     for name in names:
@@ -150,7 +200,7 @@ def _record_lines(raw: bytes, table: str) -> np.ndarray:
     if b'"' in body:
         reader = csv.reader(io.StringIO(body.decode("utf-8-sig")))
         width, starts, line = None, [], 1
-        for row in reader:
+        for row in _rows(reader, table):
             start, line = line, reader.line_num + 1
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
@@ -181,6 +231,18 @@ def _record_lines(raw: bytes, table: str) -> np.ndarray:
         line = int(bad[0]) + 1
         raise DataError(table, f"expected {counts[header] + 1} fields as in the header, found {counts[bad[0]] + 1}", line=line)
     return filled[1:].astype(np.int64) + 1
+
+
+def _rows(reader, table: str):
+    """The csv reader's rows, its errors (a bare carriage return in a field) as DataErrors."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            raise DataError(table, _STRAY_RETURN, line=reader.line_num) from None
+        yield row
 
 
 @hookimpl

@@ -550,6 +550,44 @@ def test_the_line_number_of_a_bad_value_counts_quoted_line_breaks(cli, study):
     refused(cli, study, "adverse_events, line 4, column 'grade'")
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        ("treatments", "start_date", "9999-12-31"),
+        ("treatments", "start_date", "0001-01-01"),
+        ("patients", "birth_date", "1600-07-26"),
+        ("patients", "last_followup_date", "9999-12-31"),
+        ("relapses", "onset_date", "0001-01-01"),
+        ("edss", "date", "2300-01-01"),
+        ("adverse_events", "onset_date", "1600-01-01"),
+    ],
+)
+def test_a_placeholder_or_out_of_range_date_is_refused_naming_table_line_and_column(cli, study, table, column, value):
+    """Dates are analysed in pandas' nanosecond range: 0001-01-01, 9999-12-31 or a typo year such as
+    1600 is a clear error, not an internal one."""
+    study.set_cell(table, 3, column, value)
+    refused(cli, study, f"{table}, line 3, column '{column}': expected a date between 1678-01-01 and 2261-12-31",
+            f"got '{value}'")
+
+
+def test_an_open_end_date_written_as_9999_12_31_reads_as_an_ongoing_course(cli, study):
+    line = _first_line_of(study, "treatments", "P01") + 1  # P01's IVIG course, ended 2019-12-01
+    study.set_cell("treatments", line, "end_date", "")
+    status, _, err = cli("run", study.spec, "-o", study.out / "blank", "--quiet")
+    assert status == 0, err
+    study.set_cell("treatments", line, "end_date", "9999-12-31")
+    status, _, err = cli("run", study.spec, "-o", study.out / "open", "--quiet")
+    assert status == 0, err
+    blank = pd.read_csv(study.out / "blank" / "results.csv")
+    assert blank.equals(pd.read_csv(study.out / "open" / "results.csv"))
+
+
+@pytest.mark.parametrize("cutoff", ["1600-12-31", "0001-01-01", "9999-12-31"])
+def test_a_cutoff_outside_the_date_range_is_refused(cli, study, cutoff):
+    study.spec.write_text(study.spec.read_text().replace("cutoff: 2019-12-31", f"cutoff: {cutoff}"))
+    refused(cli, study, "data.cutoff: expected a date between 1678-01-01 and 2261-12-31", cutoff)
+
+
 # --------------------------------------------------------------------------- data: file shape
 
 
@@ -583,6 +621,49 @@ def test_an_empty_file_is_refused(cli, study, table):
 def test_a_required_table_with_only_a_header_is_refused(cli, study, table):
     study.write_lines(table, study.lines(table)[:1])
     refused(cli, study, f"{table}: the table has no rows")
+
+
+def test_a_table_with_carriage_return_only_line_endings_is_refused(cli, study):
+    study.csv("edss").write_bytes(study.csv("edss").read_bytes().replace(b"\n", b"\r"))
+    refused(cli, study, "edss, line 1: edss.csv ends its lines with a carriage return only", "LF or CRLF")
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_stray_carriage_return_is_refused_with_its_line(cli, study, quoted):
+    lines = study.lines("adverse_events")
+    lines[3] = lines[3].replace(",", "\r,", 1)
+    if quoted:  # a quoted value elsewhere: the CSV scan finds it
+        lines[1] = lines[1].replace("Headache", '"Headache"')
+    study.write_lines("adverse_events", lines)
+    refused(cli, study, "adverse_events, line 4: a line break (carriage return) inside an unquoted value")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "folder"])
+def test_a_table_that_is_not_a_regular_file_is_refused_before_reading(cli, study, target):
+    study.csv("edss").unlink()
+    if target == "folder":
+        study.csv("edss").mkdir()
+    else:
+        study.csv("edss").symlink_to(target)
+    started = time.monotonic()
+    refused(cli, study, "edss: edss.csv is not a regular file")
+    assert time.monotonic() - started < 10
+
+
+def test_a_table_of_one_huge_line_is_refused_after_reading_its_first_mebibyte(cli, study):
+    with study.csv("edss").open("wb") as handle:  # 200 MB, no line break
+        for _ in range(200):
+            handle.write(b"a" * 1_000_000)
+    started = time.monotonic()
+    refused(cli, study, "edss, line 1: edss.csv: the header line is longer than 1024 KiB")
+    assert time.monotonic() - started < 10
+
+
+def test_a_header_with_100000_columns_is_refused_fast(cli, study):
+    study.csv("edss").write_text(",".join(f"c{i}" for i in range(100_000)) + "\n")
+    started = time.monotonic()
+    refused(cli, study, "edss, line 1: the header has 100,000 columns; expected at most 2,000")
+    assert time.monotonic() - started < 10
 
 
 # --------------------------------------------------------------------------- command line

@@ -136,3 +136,29 @@ def test_patient_rows_give_each_record_its_row_in_the_analysed_patients():
     other = pd.DataFrame({"patient_id": ["d", "zz", "a"]})  # d is not analysed (never on IVIG), zz unknown
     assert cohort.patient_rows(other).tolist()[:2] == [-1, -1]
     assert cohort.patients["patient_id"].iloc[cohort.patient_rows(other)[2]] == "a"
+
+
+def test_relapses_and_edss_dated_before_birth_or_onset_are_reported_and_not_used():
+    patients = [{"patient_id": "a", "birth_date": "1980-05-01", "onset_date": "2010-01-01", "last_followup_date": "2019-06-30"}]
+    treatments = [{"patient_id": "a", "treatment": "IVIG", "start_date": "2015-01-01"}]
+    relapses = [
+        {"patient_id": "a", "onset_date": "1979-01-01"},  # before birth
+        {"patient_id": "a", "onset_date": "2009-06-01"},  # after birth, before disease onset
+        {"patient_id": "a", "onset_date": "2010-01-01"},  # the onset itself: used
+        {"patient_id": "a", "onset_date": "2016-03-01"},
+    ]
+    edss = [
+        {"patient_id": "a", "date": "1975-01-01", "score": "2.0"},
+        {"patient_id": "a", "date": "2009-12-31", "score": "3.0"},
+        {"patient_id": "a", "date": "2014-12-01", "score": "4.0"},
+    ]
+    cohort = make_cohort(patients=patients, treatments=treatments, relapses=relapses, edss=edss)
+    assert list(cohort.table("relapses")["onset_date"].dt.strftime("%Y-%m-%d")) == ["2010-01-01", "2016-03-01"]
+    assert list(cohort.table("edss")["score"]) == [4.0]
+    ignored = cohort.quality[cohort.quality["table"].isin(["relapses", "edss"])]
+    assert sorted(zip(ignored["table"], ignored["line"], ignored["reason"], ignored["action"])) == [
+        ("edss", 2, "date before the patient's birth_date", "ignored"),
+        ("edss", 3, "date before the patient's onset_date (disease onset)", "ignored"),
+        ("relapses", 2, "onset_date before the patient's birth_date", "ignored"),
+        ("relapses", 3, "onset_date before the patient's onset_date (disease onset)", "ignored"),
+    ]
