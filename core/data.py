@@ -7,7 +7,9 @@ when present.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +19,14 @@ import pandas as pd
 
 from .errors import DataError, SpecError
 from .params import DATE_RANGE, FIRST_DATE, LAST_DATE
+from .reading import DataReading, ReadOptions
 from .titers import parse_titers
 
 EDSS_GRID = np.array([0.0] + [x / 2 for x in range(2, 21)])  # 0, 1.0, 1.5, ..., 10
 TRUE_VALUES = {"true", "t", "yes", "y", "1"}
 FALSE_VALUES = {"false", "f", "no", "n", "0"}
+SEX_VALUES = {"f", "female", "m", "male", "x", "other", "diverse"}
+CANONICAL = ReadOptions()
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ TABLES: dict[str, TableSchema] = {
     )
 }
 ALWAYS_REQUIRED = ("patients", "treatments")
+# Read when present whatever the endpoints: the cohort definition uses them (the index date falls
+# back to the first administration; a course without end_date ends at the last one + grace days).
+COHORT_OPTIONAL = ("administrations",)
 # Text columns keep Python strings (pandas' "str" without Arrow): ids and codes repeat millions of
 # times as references to one object each, whose hash Python caches, so the joins and lookups on
 # patient_id in the cohort and the endpoints hash each distinct id once, not every row.
@@ -112,8 +120,9 @@ def empty_table(name: str) -> pd.DataFrame:
     return frame
 
 
-def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected: str) -> None:
-    """Raise for the first bad row, saying how many more there are."""
+def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected: str, recode: bool = False) -> None:
+    """Raise for the first bad row, saying how many more there are; with ``recode``, list the
+    values that were not recognised and how to recode them with ``data.values``."""
     if not bad.any():
         return
     rows = frame.loc[bad]
@@ -122,7 +131,26 @@ def _fail(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, expected
     value = first.get(column, "")
     if isinstance(value, np.generic):  # show 0.5, not np.float64(0.5)
         value = value.item()
-    raise DataError(table, f"{expected}, got {value!r}{more}", line=int(first[LINE]), column=column)
+    hint = _recode_hint(table, column, rows[column]) if recode else ""
+    raise DataError(table, f"{expected}, got {value!r}{more}{hint}", line=int(first[LINE]), column=column)
+
+
+def _recode_hint(table: str, column: str, values: pd.Series) -> str:
+    """'; values not recognised: '1' (12 rows), '2' (11 rows); recode them with data.values: ...'"""
+    counts = values.astype(object).value_counts(sort=True)
+    shown = ", ".join(f"{_plain(v)!r} ({n} row{'s' if n > 1 else ''})" for v, n in counts.head(8).items())
+    more = f" and {len(counts) - 8} more" if len(counts) > 8 else ""
+    example = ", ".join(f"{_plain(v)!r}: ..." for v in counts.index[:2])
+    return f"; values not recognised: {shown}{more}; recode them in the spec with data.values: {{{table}: {{{column}: {{{example}}}}}}}"
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _visible(frame: pd.DataFrame) -> str:
+    """The column names a user can see (internal ones such as _line left out)."""
+    return ", ".join(str(c) for c in frame.columns if not str(c).startswith("_"))
 
 
 class Distinct:
@@ -166,25 +194,40 @@ def per_distinct(series: pd.Series, transform) -> pd.Series:
     return distinct.spread(transform(distinct.values))
 
 
-def _parse(table: str, frame: pd.DataFrame, distinct: Distinct, transform, expected: str) -> pd.Series:
+def _parse(table: str, frame: pd.DataFrame, distinct: Distinct, transform, expected: str, options: ReadOptions) -> pd.Series:
     """Parse a column through its distinct values; a value that does not parse is an error."""
-    parsed = transform(distinct.values)
+    parsed = transform(distinct.values, options)
     bad = parsed.isna().to_numpy()
     if bad.any():
-        _fail(table, frame, distinct.rows(bad), str(distinct.name), expected)
+        _fail(table, frame, distinct.rows(bad), str(distinct.name), expected, recode=True)
     return distinct.spread(parsed)
 
 
-def _dates(text: pd.Series) -> pd.Series:
-    """Dates at microsecond resolution (years 1 to 9999): the range is checked before the cast to ns."""
-    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype("datetime64[us]")
+def _dates(values: pd.Series, options: ReadOptions = CANONICAL) -> pd.Series:
+    """Dates at microsecond resolution (years 1 to 9999): the range is checked before the cast to ns.
+
+    Text is read with each of ``options.date_format`` in turn (the first that fits wins); values a
+    source hands over as dates (Excel date cells, database DATE columns) are taken as they are,
+    to the day."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.dt.tz_localize(None).dt.floor("D").astype("datetime64[us]") if values.dt.tz else values.dt.floor("D").astype("datetime64[us]")
+    is_text = values.map(lambda v: isinstance(v, str), na_action="ignore").fillna(False).astype(bool)
+    text = values.where(is_text).astype(object)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+    for fmt in options.date_format:
+        parsed = parsed.fillna(pd.to_datetime(text.str.strip(), format=fmt, errors="coerce").astype("datetime64[us]"))
+    if not is_text.all():  # datetime.date / datetime objects among text (a workbook's date cells)
+        other = values[~is_text]
+        as_dates = pd.to_datetime(other.map(lambda v: v if isinstance(v, dt.date) else None), errors="coerce")
+        parsed[~is_text] = as_dates.dt.floor("D").astype("datetime64[us]")
+    return parsed
 
 
-def _parse_dates(table: str, frame: pd.DataFrame, distinct: Distinct, expected: str) -> pd.Series:
+def _parse_dates(table: str, frame: pd.DataFrame, distinct: Distinct, options: ReadOptions) -> pd.Series:
     """A date column: each value a date that exists, inside the analysable range."""
     column = str(distinct.name)
-    parsed = _dates(distinct.values)
-    _fail(table, frame, distinct.rows(parsed.isna().to_numpy()), column, expected)
+    parsed = _dates(distinct.values, options)
+    _fail(table, frame, distinct.rows(parsed.isna().to_numpy()), column, options.date_expectation())
     if (table, column) in OPEN_END_COLUMNS:
         parsed = parsed.mask(parsed == OPEN_END)
     outside = ((parsed < pd.Timestamp(FIRST_DATE)) | (parsed > pd.Timestamp(LAST_DATE))).to_numpy()
@@ -193,7 +236,7 @@ def _parse_dates(table: str, frame: pd.DataFrame, distinct: Distinct, expected: 
     return distinct.spread(parsed.astype("datetime64[ns]"))
 
 
-def _booleans(text: pd.Series) -> pd.Series:
+def _booleans(text: pd.Series, options: ReadOptions = CANONICAL) -> pd.Series:
     clean = text.astype("string").str.strip().str.lower()
     result = pd.Series(pd.NA, index=text.index, dtype="boolean")
     result[clean.isin(TRUE_VALUES).fillna(False).astype(bool)] = True
@@ -201,35 +244,63 @@ def _booleans(text: pd.Series) -> pd.Series:
     return result
 
 
-def _numbers(text: pd.Series) -> pd.Series:
+def _numbers(text: pd.Series, options: ReadOptions = CANONICAL) -> pd.Series:
+    if options.decimal == "," and not pd.api.types.is_numeric_dtype(text.dtype):
+        text = text.astype(object).map(lambda v: v.replace(",", ".") if isinstance(v, str) else v)
     return pd.to_numeric(text, errors="coerce").astype(float)
 
 
 PARSERS = {
-    "dates": (_dates, "datetime64[ns]", "expected a date YYYY-MM-DD that exists"),
+    "dates": (_dates, "datetime64[ns]", ""),
     "booleans": (_booleans, "boolean", "expected true/false (or yes/no, 1/0)"),
     "numbers": (_numbers, float, "expected a number"),
 }
 
 
-def _maybe_numeric(series: pd.Series) -> pd.Series:
+def _maybe_numeric(series: pd.Series, options: ReadOptions = CANONICAL) -> pd.Series:
     """Extra columns become numbers when every non-blank value is one (usable in criteria)."""
-    number = per_distinct(series, _numbers).astype(float)
+    if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
+        return series
+    number = per_distinct(series, lambda v: _numbers(v, options)).astype(float)
     if series.notna().any() and number[series.notna()].notna().all():
         return number
     return series
 
 
+def _recode(frame: pd.DataFrame, options: ReadOptions, values: dict[str, dict[str, str]]) -> None:
+    """``data.read.missing`` codes become blank and ``data.values`` codes their values (before
+    typing, through each column's distinct values)."""
+    missing = set(options.missing)
+    for column in list(frame.columns):
+        codes = values.get(str(column))
+        if column == LINE or not (missing or codes):
+            continue
+        series = frame[column]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            series = _plain_text(series)
+
+        def change(distinct: pd.Series, codes=codes) -> pd.Series:
+            text = distinct.map(lambda v: v.strip() if isinstance(v, str) else str(_plain(v)))
+            out = distinct.astype(object).where(~text.isin(missing), None)
+            if codes:
+                found = text.isin(list(codes))
+                out = out.where(~found, text[found].map(codes))
+            return out
+
+        frame[column] = per_distinct(series, change)
+
+
 def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None = None,
-                  known_ids: pd.Index | None = None) -> pd.DataFrame:
-    """Map, type and validate one raw (all-text) table; with ``known_ids`` (the patients table's ids)
-    every patient_id must be one of them."""
+                  known_ids: pd.Index | None = None, options: ReadOptions = CANONICAL,
+                  values: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
+    """Map, recode, type and validate one raw table (text, or values a typed source gave); with
+    ``known_ids`` (the patients table's ids) every patient_id must be one of them."""
     schema = TABLES[name]
     frame = frame.copy()
     if mapping:
         missing = [user for user in mapping.values() if user not in frame.columns]
         if missing:
-            raise DataError(name, f"column '{missing[0]}' named in data.columns.{name} is not in the file; columns: {', '.join(map(str, frame.columns))}")
+            raise DataError(name, f"column '{missing[0]}' named in data.columns.{name} is not in the file; columns: {_visible(frame)}")
         targets: dict[str, str] = {}
         for canonical, user in mapping.items():
             if user in targets:
@@ -245,12 +316,14 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
     for column in schema.required:
         if column not in frame.columns:
             raise DataError(
-                name, f"missing required column '{column}'; found: {', '.join(map(str, frame.columns))}"
+                name, f"missing required column '{column}'; found: {_visible(frame)}"
                 f" (map your own names with data.columns.{name})",
                 column=column,
             )
     if LINE not in frame.columns:
         frame[LINE] = np.arange(2, len(frame) + 2)
+    if options.missing or values:
+        _recode(frame, options, values or {})
     for column in schema.optional:
         if column not in frame.columns:
             frame[column] = pd.Series(pd.NA, index=frame.index, dtype="object")
@@ -267,12 +340,12 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
     for column, kind in typed.items():
         transform, dtype, expected = PARSERS[kind]
         if kind == "dates":
-            frame[column] = _parse_dates(name, frame, distinct[column], expected)
+            frame[column] = _parse_dates(name, frame, distinct[column], options)
         else:
-            frame[column] = _parse(name, frame, distinct[column], transform, expected).astype(dtype)
+            frame[column] = _parse(name, frame, distinct[column], transform, expected, options).astype(dtype)
     for column in frame.columns:
         if column not in schema.all_columns and column != LINE:
-            frame[column] = _maybe_numeric(frame[column])
+            frame[column] = _maybe_numeric(frame[column], options)
         if isinstance(frame[column].dtype, pd.CategoricalDtype):  # the rest of the text: plain strings
             frame[column] = _plain_text(frame[column])
     _check_values(name, frame)
@@ -321,6 +394,9 @@ def _check_conflicts(name: str, frame: pd.DataFrame, keys: list[str], values: li
 def _check_values(name: str, frame: pd.DataFrame) -> None:
     if name == "patients":
         _fail(name, frame, frame["patient_id"].duplicated(), "patient_id", "expected unique patient ids; duplicate")
+        sex = per_distinct(frame["sex"], lambda v: v.map(lambda x: str(_plain(x)).strip().casefold(), na_action="ignore"))
+        _fail(name, frame, sex.notna() & ~sex.isin(SEX_VALUES), "sex",
+              "expected a sex coded F or M (female/male; X, other or diverse)", recode=True)
     if name == "treatments":
         bad = frame["end_date"].notna() & (frame["end_date"] < frame["start_date"])
         _fail(name, frame, bad, "end_date", "expected an end date on or after start_date")
@@ -329,24 +405,25 @@ def _check_values(name: str, frame: pd.DataFrame) -> None:
                          "end_date and stop_reason per patient, treatment and start date")
     if name == "edss":
         on_grid = np.isin(frame["score"].to_numpy(), EDSS_GRID)
-        _fail(name, frame, ~pd.Series(on_grid, index=frame.index), "score", "expected an EDSS score on the grid 0, 1.0, 1.5, ..., 9.5, 10 (0.5 is not a score)")
+        _fail(name, frame, ~pd.Series(on_grid, index=frame.index), "score",
+              "expected an EDSS score on the grid 0, 1.0, 1.5, ..., 9.5, 10 (0.5 is not a score)")
     if name == "administrations":
         _fail(name, frame, frame["dose"] < 0, "dose", "expected a number >= 0")
     if name == "titers":
         value = per_distinct(frame["titer"], lambda t: parse_titers(t)[0]).astype(float)
         negative = per_distinct(frame["titer"], lambda t: parse_titers(t)[1]).fillna(False).astype(bool)
         valid = value.notna()
-        _fail(name, frame, ~valid, "titer", "expected a titer such as 1:480, 480, negative, neg or <1:10")
+        _fail(name, frame, ~valid, "titer", "expected a titer such as 1:480, 480, negative, neg or <1:10", recode=True)
         frame["titer_value"] = value
         frame["titer_negative"] = negative
     if name == "adverse_events":
         grade = frame["grade"]
         bad = grade.notna() & ~grade.isin([1, 2, 3, 4, 5])
-        _fail(name, frame, bad, "grade", "expected a grade 1, 2, 3, 4 or 5")
+        _fail(name, frame, bad, "grade", "expected a grade 1, 2, 3, 4 or 5", recode=True)
 
 
 def prepare_tables(frames: Iterable[tuple[str, pd.DataFrame]],
-                   columns: dict[str, dict[str, str]] | None = None) -> dict[str, pd.DataFrame]:
+                   columns: dict[str, dict[str, str]] | None = None, reading: DataReading | None = None) -> dict[str, pd.DataFrame]:
     """``prepare_table`` for each (name, raw frame), patients first: every later table's patient_id
     must be one of its ids, and each record gets its patient's row (``PATIENT_ROW``)."""
     tables: dict[str, pd.DataFrame] = {}
@@ -354,7 +431,8 @@ def prepare_tables(frames: Iterable[tuple[str, pd.DataFrame]],
     for name, frame in frames:
         if name != "patients" and known is None:
             raise ValueError(f"prepare_tables: {name} given before patients")
-        tables[name] = prepare_table(name, frame, (columns or {}).get(name), known)
+        options, values = (reading or DataReading()).typing(name)
+        tables[name] = prepare_table(name, frame, (columns or {}).get(name), known, options, values)
         if name == "patients":
             known = pd.Index(tables[name]["patient_id"].to_numpy(dtype=object))  # unique: checked
     return tables
@@ -365,7 +443,8 @@ def patients_first(names: Iterable[str]) -> list[str]:
 
 
 def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
-    """(required, optional) tables for a set of endpoints."""
+    """(required, optional) tables for a set of endpoints: what they require, plus the cohort's
+    own tables. Nothing else is read, so a file that sits in the folder unasked changes nothing."""
     required = list(ALWAYS_REQUIRED)
     for requires in endpoint_requires:
         for table in requires:
@@ -373,30 +452,51 @@ def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], 
                 raise SpecError("endpoints", f"an endpoint requires unknown table '{table}'")
             if table not in required:
                 required.append(table)
-    optional = [t for t in TABLES if t not in required]
+    optional = [t for t in COHORT_OPTIONAL if t not in required]
     return required, optional
 
 
-def load_data(source, path: Path, required: list[str], optional: list[str], columns: dict[str, dict[str, str]]) -> CohortData:
+def _reader(source, reading: DataReading):
+    """``source.read_table`` with the spec's request for each table; a plugin source written for the
+    two-argument hook (root, table) is called as before."""
+    try:
+        takes_request = len(inspect.signature(source.read_table).parameters) >= 3
+    except (TypeError, ValueError):
+        takes_request = False
+    if takes_request:
+        return lambda root, name: source.read_table(root, name, reading.request(name))
+    return source.read_table
+
+
+def load_data(source, path: Path, required: list[str], optional: list[str], columns: dict[str, dict[str, str]],
+              reading: DataReading | None = None) -> CohortData:
     """Read every needed table through ``source`` and validate it."""
-    if not path.exists():
+    reading = reading or DataReading()
+    if getattr(source, "needs_path", True) and not path.exists():
         raise DataError("data", f"data folder not found: {path}")
     checksums: dict[str, str] = {}
+    read_table = _reader(source, reading)
 
     def read():  # one table at a time, so that each raw file is released once it is typed
         for name in patients_first(required + optional):
-            raw = source.read_table(path, name)
+            raw = read_table(path, name)
             if raw is None:
                 if name in required:
-                    raise DataError(name, f"table not found in {path} (expected {source.describe(name)}); it is required by the chosen endpoints")
+                    raise DataError(name, f"table not found in {path} (expected {_described(source, name, reading)}); "
+                                          "it is required by the chosen endpoints")
                 continue
             frame, checksums[name] = raw
             if frame.empty and name in ("patients", "treatments"):
                 raise DataError(name, "the table has no rows")
             yield name, frame
 
-    tables = prepare_tables(read(), columns)
+    tables = prepare_tables(read(), columns, reading)
     return CohortData(tables=tables, checksums=checksums, source=source.name, path=path)
+
+
+def _described(source, name: str, reading: DataReading) -> str:
+    own = reading.tables.get(name)
+    return own if own else source.describe(name)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -28,15 +28,17 @@ from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
 
 
-def needed_tables(spec: Spec, plugins: Plugins) -> tuple[list[str], list[str]]:
-    requires = [plugins.endpoints.items[e.plugin].requires for s in (spec, *spec.variants) for e in s.endpoints]
+def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """The tables a run reads: those its endpoints (``--only``: those endpoints) require."""
+    requires = [plugins.endpoints.items[e.plugin].requires for s in (spec, *spec.variants) for e in s.endpoints
+                if not only or e.id in only]
     return tables_needed(requires)
 
 
-def load_spec_data(spec: Spec, plugins: Plugins) -> CohortData:
-    required, optional = needed_tables(spec, plugins)
+def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> CohortData:
+    required, optional = needed_tables(spec, plugins, only)
     source = plugins.sources.items[spec.data.source]
-    return load_data(source, spec.data_path, required, optional, spec.data.columns)
+    return load_data(source, spec.data_path, required, optional, spec.data.columns, spec.reading)
 
 
 def _cohort_key(spec: Spec) -> str:
@@ -193,7 +195,7 @@ def run_spec(
             raise UsageError(f"--only: unknown endpoint id '{unknown[0]}'{suggest(unknown[0], ids)}; ids: {', '.join(sorted(ids))}")
     variants = select_variants(spec, variant)
     if data is None:
-        data = load_spec_data(spec, plugins)
+        data = load_spec_data(spec, plugins, only)
     outputs = run_variants(variants, data, plugins, only=only, jobs=jobs, progress=progress)
     return Results.from_variants(spec, plugins, data, outputs)
 

@@ -24,6 +24,7 @@ import yaml
 from .errors import SpecError, suggest
 from .manager import Plugins, get_plugin_manager
 from .params import build_params, param, params_dict
+from .reading import DataReading, data_reading
 from .stats import QUANTILE_METHODS, PairedTestSettings
 
 MAX_YAML_ALIASES = 100
@@ -46,6 +47,10 @@ class DataSection:
     path: str = param(".", "Folder (or file) holding the tables, relative to the spec file.")
     cutoff: dt.date | None = param(None, "Data cut-off date (YYYY-MM-DD): later records are reported and not used.")
     columns: dict[str, dict[str, str]] = param({}, "Per table, canonical column -> your column name.")
+    tables: dict[str, str] = param({}, "Per canonical table, the source's own name for it: file, sheet, database table or SELECT query.")
+    read: dict[str, Any] = param({}, "Reading options: delimiter (or auto), encoding, decimal, date_format (one or a list), missing; a table's name inside overrides for that table.")
+    values: dict[str, Any] = param({}, "Per table and canonical column, code -> value, recoded before validation: {patients: {sex: {'1': M, '2': F}}}.")
+    url: str | None = param(None, "sql source: the database as an SQLAlchemy URL (sqlite:///registry.db, relative to this spec file).")
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class Spec:
     variants: tuple[Spec, ...] = ()
     variant_settings: dict = field(default_factory=dict)
     plugins: Plugins | None = field(default=None, compare=False, repr=False)
+    reading: DataReading = field(default_factory=DataReading)
 
     def relative(self, path: Path | str | None) -> str | None:
         """A path as seen from the spec's folder (results.json stays valid when the study folder moves)."""
@@ -455,9 +461,9 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     data = _section(DataSection, raw, "data")
     if data.source not in plugins.sources:
         plugins.sources.get(data.source, "data.source")
-    for table, mapping in data.columns.items():
-        from .data import TABLES
+    from .data import TABLES
 
+    for table, mapping in data.columns.items():
         if table not in TABLES:
             raise SpecError(f"data.columns.{table}", f"unknown table{suggest(table, TABLES)}; tables: {', '.join(TABLES)}")
         for canonical in mapping:
@@ -467,6 +473,8 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
                     f"not a canonical column of {table}{suggest(canonical, TABLES[table].all_columns)}; "
                     f"columns: {', '.join(TABLES[table].all_columns)}",
                 )
+    reading = data_reading(data.tables, data.read, data.values, _database_url(data.url, base),
+                           {name: schema.all_columns for name, schema in TABLES.items()})
     cutoff = data.cutoff
     data_path = data_override if data_override is not None else (base / data.path)
     statistics = _section(StatisticsSection, raw, "statistics")
@@ -484,8 +492,16 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
         path=path, raw=raw, sha256=sha256, study=study, data=data, data_path=data_path.resolve(),
         cohort=cohort, endpoints=endpoints, statistics=statistics,
         paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
-        plugin_files=files, variant=variant, plugins=plugins,
+        plugin_files=files, variant=variant, plugins=plugins, reading=reading,
     )
+
+
+def _database_url(url: str | None, base: Path) -> str | None:
+    """An SQLite URL's relative file is relative to the spec file, like ``data.path``."""
+    if url and url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        head, _, rest = url.partition(":///")
+        return f"{head}:///{(base / rest).resolve()}"
+    return url
 
 
 def load_spec(path: str | Path, *, data: str | Path | None = None, plugins: Plugins | None = None) -> Spec:
