@@ -168,7 +168,7 @@ def _silence_stdout() -> None:
 
 
 def cmd_validate(args) -> int:
-    from .engine import load_spec_data
+    from .engine import check_cohorts, load_spec_data
     from .spec import load_spec
 
     spec = load_spec(args.spec, data=args.data)
@@ -176,6 +176,7 @@ def cmd_validate(args) -> int:
     if not args.spec_only:
         data = load_spec_data(spec, spec.plugins)
         counts = ", ".join(f"{name} {len(frame)}" for name, frame in data.tables.items())
+        check_cohorts(spec, data, spec.plugins)  # every where column, the index treatment, each criterion
         print(f"data OK: {counts}")
     return 0
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import LINE, PATIENT_ROW, TABLES, CohortData, empty_table
+from .errors import SpecError
 from .params import MONTH_DAYS
 from .spec import CohortSettings
 
@@ -199,6 +200,70 @@ def _after_birth_and_onset(name: str, column: str, frame: pd.DataFrame, codes: n
     return ~(before_birth | before_onset)
 
 
+def _holdings(treatments: pd.DataFrame, admins: pd.DataFrame) -> str:
+    """'the data hold: IVIG (20 patients), azathioprine (15 patients)' (courses and administrations)."""
+    both = pd.concat([treatments[["patient_id", "treatment"]], admins[["patient_id", "treatment"]]])
+    counts = both.groupby("treatment")["patient_id"].nunique().sort_values(ascending=False, kind="stable")
+    if counts.empty:
+        return "the treatments table holds no treatment"
+    shown = ", ".join(f"{name} ({n} patient{'s' if n != 1 else ''})" for name, n in counts.head(12).items())
+    return f"the data hold: {shown}" + (f" and {len(counts) - 12} more" if len(counts) > 12 else "")
+
+
+def _what_it_sees(patients: pd.DataFrame, value) -> str:
+    """The values of the columns a criterion looks at, with counts, so that a user sees why nothing matched."""
+    columns = sorted(value.columns()) if hasattr(value, "columns") else ["treatment_months"]
+    parts = []
+    for column in columns:
+        if column not in patients:
+            continue
+        series = patients[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
+            shown = f"from {_show(series.min())} to {_show(series.max())}" if series.notna().any() else "blank"
+        else:
+            counts = series.astype(object).where(series.notna(), "(blank)").value_counts()
+            shown = ", ".join(f"{v!r} ({n})" for v, n in counts.head(8).items())
+        parts.append(f"{column}: {shown}")
+    return "the remaining patients have " + "; ".join(parts) if parts else "no patient met it"
+
+
+def _show(value) -> str:
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+EARLIEST_PLAUSIBLE = pd.Timestamp("1900-01-01")
+MAX_AGE_YEARS = 120
+
+
+def _implausible_patient_dates(patients: pd.DataFrame, quality: QualityLog) -> None:
+    """Birth and onset dates that cannot be right are reported and set blank (in place), so that no
+    age or disease duration is computed from them: a birth after the index date or in the future, an
+    age over 120 at index, an onset before birth or in the future, either before 1900."""
+    today = pd.Timestamp.today().normalize()
+    birth, onset, index = patients["birth_date"], patients["onset_date"], patients["index_date"]
+    age_days = (index - birth).dt.days
+    checks = [
+        ("birth_date", birth < EARLIEST_PLAUSIBLE, "birth_date before 1900"),
+        ("birth_date", birth > today, "birth_date in the future"),
+        ("birth_date", birth > index, "birth_date after the index date"),
+        ("birth_date", age_days > MAX_AGE_YEARS * 365.25, f"age over {MAX_AGE_YEARS} years at the index date"),
+        ("onset_date", onset < EARLIEST_PLAUSIBLE, "onset_date before 1900"),
+        ("onset_date", onset > today, "onset_date in the future"),
+        ("onset_date", onset < birth, "onset_date before birth_date"),
+    ]
+    blank = {"birth_date": pd.Series(False, index=patients.index), "onset_date": pd.Series(False, index=patients.index)}
+    effect = {"birth_date": "birth_date not used: age not computed", "onset_date": "onset_date not used: disease duration not computed"}
+    for column, mask, reason in checks:
+        new = mask.fillna(False).astype(bool) & ~blank[column]
+        quality.add("patients", patients[new], reason, effect[column])
+        blank[column] |= new
+    for column, mask in blank.items():
+        if mask.any():
+            patients.loc[mask, column] = pd.NaT
+
+
 def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) -> Cohort:
     """Apply the cohort definition of the spec to the loaded data."""
     quality = QualityLog()
@@ -226,8 +291,6 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     loaded_order = PATIENT_ROW in patients and np.array_equal(patients[PATIENT_ROW].to_numpy(), np.arange(n_all))
     codes = {name: frame[PATIENT_ROW].to_numpy() if loaded_order and PATIENT_ROW in frame else ids.get_indexer(frame["patient_id"])
              for name, frame in tables.items()}
-    born = patients["birth_date"].to_numpy(dtype="datetime64[ns]")
-    disease_onset = patients["onset_date"].to_numpy(dtype="datetime64[ns]")
 
     # index date: first course of the index treatment, else its first administration
     treatments = tables["treatments"]
@@ -246,6 +309,12 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     patients["index_date"] = _lookup(pid, first["start_date"]).fillna(first_admin_by_row).astype("datetime64[ns]")
     patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
     patients["index_stop_reason"] = _lookup(pid, first["stop_reason"])
+    if patients["index_date"].isna().all():
+        raise SpecError("cohort.index.treatment", f"no patient received '{settings.index_treatment}' (no course in treatments, "
+                                                  f"no administration); {_holdings(treatments, admins)}")
+    _implausible_patient_dates(patients, quality)
+    born = patients["birth_date"].to_numpy(dtype="datetime64[ns]")
+    disease_onset = patients["onset_date"].to_numpy(dtype="datetime64[ns]")
 
     # last follow-up: missing -> latest date recorded anywhere (reported); only needed where missing
     blank_fu = patients["last_followup_date"].isna().to_numpy()
@@ -281,16 +350,19 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
 
     def exclude(mask: pd.Series, step: str) -> None:
         nonlocal patients
-        quality.add("patients", patients[mask], f"excluded from the cohort: {step}", "excluded")
+        quality.add("patients", patients[mask], f"did not meet criterion '{step}'", "excluded")
         patients = patients[~mask]
         steps.append((step, len(patients)))
 
     exclude(patients["index_date"].isna(), f"received {settings.index_treatment}")
     ends_ok = patients["followup_end"].notna() & (patients["followup_end"] > patients["index_date"])
     exclude(~ends_ok, "follow-up end after the index date")
-    for criterion in settings.criteria:
-        keep = criteria_registry.get(criterion.kind, "cohort.criteria").keep(patients, criterion.value)
-        exclude(~keep.astype(bool), criterion.name)
+    for i, criterion in enumerate(settings.criteria):
+        keep = criteria_registry.get(criterion.kind, "cohort.criteria").keep(patients, criterion.value).astype(bool)
+        if len(patients) and not keep.any():
+            raise SpecError(f"cohort.criteria[{i}]", f"criterion '{criterion.name}' excludes every remaining patient "
+                                                     f"({len(patients)} -> 0); {_what_it_sees(patients, criterion.value)}")
+        exclude(~keep, criterion.name)
 
     kept = np.zeros(n_all, dtype=bool)  # the analysed patients' records, from the codes
     kept[patients.index.to_numpy()] = True

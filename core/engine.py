@@ -41,6 +41,18 @@ def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> 
     return load_data(source, spec.data_path, required, optional, spec.data.columns, spec.reading)
 
 
+def check_cohorts(spec: Spec, data: CohortData, plugins: Plugins) -> None:
+    """Build the cohort of the primary spec and of each variant with distinct cohort settings, so
+    that the spec's every ``where`` column, index treatment and criterion is checked against the
+    data (``validate``): what would stop ``run`` stops here."""
+    seen: set[str] = set()
+    for variant in (spec, *spec.variants):
+        key = _cohort_key(variant)
+        if key not in seen:
+            seen.add(key)
+            build_cohort(data, variant.cohort, plugins.criteria)
+
+
 def _cohort_key(spec: Spec) -> str:
     resolved = spec.resolved()["cohort"]
     return json.dumps([resolved, str(spec.cohort.cutoff)], sort_keys=True, default=str)

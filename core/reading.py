@@ -52,7 +52,7 @@ READ_KEYS = tuple(f.name for f in dataclasses.fields(ReadOptions))
 
 
 def _delimiter(value: Any, path: str) -> str:
-    if value == "auto" or (isinstance(value, str) and len(value) == 1 and value not in "\"\r\n"):
+    if value == "auto" or (isinstance(value, str) and len(value) == 1 and value.isascii() and value not in "\"\r\n"):
         return value
     raise SpecError(path, f"expected auto or one character such as ',' ';' '\\t' '|', got {value!r}")
 

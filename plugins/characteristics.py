@@ -64,7 +64,7 @@ class Characteristics(Endpoint):
                 text = values.astype("string").str.strip()
                 for level in sorted(text.dropna().unique()):
                     rows.append(proportion_row(f"{variable}:{level}", int((text == level).sum()), n, label=f"{variable}: {level}, n (%)"))
-                if text.isna().any():
+                if text.isna().any() and not any(r.measure == f"{variable}:missing" for r in rows):  # sex: counted above
                     rows.append(count_row(f"{variable}:missing", int(text.isna().sum()), n, label=f"{variable} missing, n"))
         notes = ["age = (index - birth date) / year; disease duration = (index - onset date) / year; "
                  "female = sex F/female over all patients; categorical levels are n (%) of all patients."]

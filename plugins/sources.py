@@ -1,4 +1,5 @@
-"""Data sources: the CSV folder (one ``<table>.csv`` per canonical table)."""
+"""Data sources: the CSV folder (one ``<table>.csv`` per canonical table, or the files ``data.tables``
+names), read with the spec's ``data.read`` options (delimiter, encoding)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pyarrow.csv as pacsv
 from endpointkit import hookimpl
 from endpointkit.data import LINE
 from endpointkit.errors import DataError
+from endpointkit.reading import DELIMITERS, Request
 
 # Bounds checked before a table is parsed, so that a wrong file fails in seconds, not minutes.
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB
@@ -27,37 +29,62 @@ class CsvFolder:
     """A folder with one UTF-8 CSV file per table: ``patients.csv``, ``treatments.csv``, ..."""
 
     name = "csv"
-    description = "A folder of UTF-8 CSV files, one per canonical table (patients.csv, ...)."
+    description = "A folder of CSV files, one per canonical table (patients.csv, ... or the names in data.tables)."
 
     def describe(self, table: str) -> str:
         return f"{table}.csv"
 
-    def read_table(self, root: Path, table: str) -> tuple[pd.DataFrame, str] | None:
+    def read_table(self, root: Path, table: str, request: Request | None = None) -> tuple[pd.DataFrame, str] | None:
+        request = request or Request()
         if root.is_file():
             raise DataError("data", f"expected a folder of CSV files, got a file: {root}")
-        path = root / f"{table}.csv"
+        path = root / (request.name or f"{table}.csv")
         if not path.exists():
+            if request.name:
+                raise DataError(table, f"file not found: {path} (named in data.tables.{table})")
             return None
-        raw = read_regular_file(path, table)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise DataError(table, f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8", line=line) from None
+        original = read_regular_file(path, table)
+        raw = _as_utf8(original, table, path.name, request.options.encoding)
         if not raw.strip():
             raise DataError(table, f"{path.name} is empty; expected a header line with the column names")
         _check_line_endings(raw, table, path.name)
-        header = _header(raw, table)
-        frame = _read_arrow(raw, header)
+        sep = _delimiter(raw, request.options.delimiter)
+        header = _header(raw, table, sep)
+        frame = _read_arrow(raw, header, sep)
         if frame is None:  # something Arrow refuses (a ragged row, a line of spaces): pandas and a line scan
-            frame = _read_pandas(raw, table, path.name)
-        lines = _simple_lines(raw, frame)
+            frame = _read_pandas(raw, table, path.name, sep)
+        lines = _simple_lines(raw, frame, sep)
         if lines is None:
-            lines = _record_lines(raw, table)
+            lines = _record_lines(raw, table, sep)
         frame.columns = [str(c).strip() for c in frame.columns]
         if len(lines) == len(frame) and LINE not in frame.columns:
             frame[LINE] = lines  # the file's own line numbers, blank lines and quoted line breaks counted
-        return frame, hashlib.sha256(raw).hexdigest()
+        return frame, hashlib.sha256(original).hexdigest()
+
+
+def _as_utf8(raw: bytes, table: str, name: str, encoding: str) -> bytes:
+    """The file as UTF-8 bytes; a byte the encoding cannot read is an error naming its line."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        hint = "save it as UTF-8" if encoding == "utf-8" else f"check data.read.encoding ({encoding})"
+        what = "UTF-8 text" if encoding == "utf-8" else f"{encoding} text"
+        raise DataError(table, f"{name} is not {what} (byte {exc.start}); {hint} or set data.read.encoding "
+                               "(e.g. cp1252 for Windows exports)", line=line) from None
+    return raw if encoding in ("utf-8", "ascii") else text.encode("utf-8")
+
+
+def _delimiter(raw: bytes, wanted: str) -> str:
+    """The delimiter: as set, or (``auto``) the candidate seen most often in the header line."""
+    if wanted != "auto":
+        return wanted
+    start = len(raw) - len(raw.lstrip())
+    end = raw.find(b"\n", start)
+    header = raw[start:end if end >= 0 else len(raw)]
+    counts = {sep: header.count(sep.encode()) for sep in DELIMITERS}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
 
 
 def read_regular_file(path: Path, table: str) -> bytes:
@@ -102,24 +129,24 @@ def _check_line_endings(raw: bytes, table: str, name: str) -> None:
 _STRAY_RETURN = "a line break (carriage return) inside an unquoted value; expected one record per line, LF or CRLF line endings"
 
 
-def _header(raw: bytes, table: str) -> list[str]:
+def _header(raw: bytes, table: str, sep: str = ",") -> list[str]:
     """The header's column names (first non-blank line), each named once."""
     for number, line in enumerate(io.BytesIO(raw), start=1):  # line by line: no copy of the file
         if line.strip():
-            names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")]))
+            names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")], delimiter=sep))
             _check_header(names, table, number)
             return names
     return []
 
 
-def _read_arrow(raw: bytes, header: list[str]) -> pd.DataFrame | None:
+def _read_arrow(raw: bytes, header: list[str], sep: str = ",") -> pd.DataFrame | None:
     """Every column as text, read by Arrow (multi-threaded C++) and handed over in dictionary form
     (a pandas Categorical: each distinct text once plus a code per row), which is what the typing
     in core/data.py works on. None when Arrow cannot read the file as a clean table."""
     try:
         table = pacsv.read_csv(
             pa.py_buffer(raw),
-            parse_options=pacsv.ParseOptions(newlines_in_values=b'"' in raw),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=b'"' in raw),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header}, strings_can_be_null=True, null_values=[""],
             ),
@@ -144,14 +171,14 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype="str"))
 
 
-def _read_pandas(raw: bytes, table: str, name: str) -> pd.DataFrame:
+def _read_pandas(raw: bytes, table: str, name: str, sep: str = ",") -> pd.DataFrame:
     try:
         return pd.read_csv(
             io.BytesIO(raw), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
-            skipinitialspace=True,
+            skipinitialspace=True, sep=sep,
         )
     except pd.errors.ParserError as exc:
-        _record_lines(raw, table)  # names the first ragged row and its line, if that is the cause
+        _record_lines(raw, table, sep)  # names the first ragged row and its line, if that is the cause
         raise DataError(table, f"cannot read {name}: {exc}") from None
 
 
@@ -170,7 +197,7 @@ _VISIBLE = np.ones(256, dtype=bool)
 _VISIBLE[list(b" \t\r\n")] = False
 
 
-def _simple_lines(raw: bytes, frame: pd.DataFrame) -> np.ndarray | None:
+def _simple_lines(raw: bytes, frame: pd.DataFrame, sep: str = ",") -> np.ndarray | None:
     """Line numbers without a scan, when they follow from counts alone: no quotes, no blank lines
     (as many line breaks as records) and as many commas as a full header's worth on every line.
 
@@ -185,20 +212,21 @@ def _simple_lines(raw: bytes, frame: pd.DataFrame) -> np.ndarray | None:
     header = raw[:end] if first_break < 0 else raw[:first_break]
     if raw.find(b'"', 0, end) >= 0 or not header.strip() or not isinstance(frame.index, pd.RangeIndex):
         return None
-    fields = header.count(b",") + 1
+    mark = sep.encode()
+    fields = header.count(mark) + 1
     if len(frame.columns) != fields or raw.count(b"\n", 0, end) != len(frame):
         return None
-    if raw.count(b",", 0, end) != (len(frame) + 1) * (fields - 1):
+    if raw.count(mark, 0, end) != (len(frame) + 1) * (fields - 1):
         return None
     return np.arange(2, len(frame) + 2, dtype=np.int64)
 
 
-def _record_lines(raw: bytes, table: str) -> np.ndarray:
+def _record_lines(raw: bytes, table: str, sep: str = ",") -> np.ndarray:
     """The line number where each record starts, checking that every row has as many fields as the
     header (pandas pads short rows silently) and that the header names each column once."""
     body = raw.replace(b"\r\n", b"\n").rstrip(b"\n")
     if b'"' in body:
-        reader = csv.reader(io.StringIO(body.decode("utf-8-sig")))
+        reader = csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=sep)
         width, starts, line = None, [], 1
         for row in _rows(reader, table):
             start, line = line, reader.line_num + 1
@@ -216,7 +244,7 @@ def _record_lines(raw: bytes, table: str) -> np.ndarray:
     newlines = np.flatnonzero(data == ord("\n"))
     ends = np.append(newlines, data.size)
     starts = np.concatenate(([0], newlines + 1))  # every line holds at least its newline byte
-    counts = np.add.reduceat((data == ord(",")).view(np.uint8), starts, dtype=np.int64)
+    counts = np.add.reduceat((data == ord(sep)).view(np.uint8), starts, dtype=np.int64)
     visible = np.add.reduceat(_VISIBLE[data].view(np.uint8), starts, dtype=np.int64)
     blank = (visible == 0) & (counts == 0)
     filled = np.flatnonzero(~blank)
@@ -225,7 +253,7 @@ def _record_lines(raw: bytes, table: str) -> np.ndarray:
     header = filled[0]
     first = 0 if header == 0 else newlines[header - 1] + 1
     header_text = body[first:ends[header]].decode("utf-8-sig")
-    _check_header(header_text.split(","), table, int(header) + 1)
+    _check_header(header_text.split(sep), table, int(header) + 1)
     bad = np.flatnonzero((counts != counts[header]) & ~blank)
     if bad.size:
         line = int(bad[0]) + 1

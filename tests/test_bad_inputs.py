@@ -588,6 +588,123 @@ def test_a_cutoff_outside_the_date_range_is_refused(cli, study, cutoff):
     refused(cli, study, "data.cutoff: expected a date between 1678-01-01 and 2261-12-31", cutoff)
 
 
+# --------------------------------------------------------------------------- data: codes, reading options, the spec against the data
+
+
+def _recode_sex(study: Study) -> None:
+    lines = study.lines("patients")
+    study.write_lines("patients", [lines[0], *(line.replace(",F,", ",2,", 1).replace(",M,", ",1,", 1) for line in lines[1:])])
+
+
+def test_a_sex_coded_1_2_is_refused_naming_the_values_and_how_to_recode_never_a_silent_0_percent(cli, study):
+    _recode_sex(study)
+    refused(cli, study, "patients, line 2, column 'sex': expected a sex coded F or M", "values not recognised: '2' (",
+            "'1' (", "data.values: {patients: {sex: {")
+
+
+def test_data_values_recodes_before_validation_and_gives_the_same_results(cli, study):
+    status, _, err = cli("run", study.spec, "-o", study.out / "canonical", "--quiet")
+    assert status == 0, err
+    _recode_sex(study)
+    lines = study.lines("relapses")
+    study.write_lines("relapses", [lines[0], *(line.replace(",yes,", ",ja,").replace(",no,", ",nein,") for line in lines[1:])])
+    study.edit(_set("data.values", {"patients": {"sex": {1: "M", 2: "F"}}, "relapses": {"confirmed": {"ja": True, "nein": False}}}))
+    status, _, err = cli("run", study.spec, "-o", study.out / "recoded", "--quiet")
+    assert status == 0, err
+    canonical = pd.read_csv(study.out / "canonical" / "results.csv")
+    assert canonical.equals(pd.read_csv(study.out / "recoded" / "results.csv"))
+    provenance = json.loads((study.out / "recoded" / "results.json").read_text())["provenance"]
+    assert provenance["variants"][0]["resolved"]["data"]["values"]["patients"]["sex"] == {"1": "M", "2": "F"}
+
+
+def test_a_boolean_coded_ja_nein_is_refused_with_the_values_found(cli, study):
+    lines = study.lines("relapses")
+    study.write_lines("relapses", [lines[0], *(line.replace(",yes,", ",ja,") for line in lines[1:])])
+    refused(cli, study, "relapses, line 2, column 'confirmed': expected true/false", "values not recognised: 'ja' (",
+            "data.values: {relapses: {confirmed: {'ja': ...}}}")
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_an_index_treatment_that_no_patient_received_is_refused_listing_the_treatments(cli, study, command):
+    study.edit(_set("cohort.index.treatment", "rituximab"))
+    argv = ("run", study.spec, "-o", study.out, "--quiet") if command == "run" else ("validate", study.spec)
+    status, _, err = cli(*argv)
+    assert status == 2, err
+    assert "cohort.index.treatment: no patient received 'rituximab'" in err
+    assert "the data hold: azathioprine (23 patients), IVIG (22 patients)" in err  # counted with grep | sort -u
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_criterion_that_excludes_everyone_is_refused_with_what_the_data_hold(cli, study, command):
+    study.edit(_set("cohort.criteria.0.where", "antibody_status == 'AQP4-IgG positive'"))
+    argv = ("run", study.spec, "-o", study.out, "--quiet") if command == "run" else ("validate", study.spec)
+    status, _, err = cli(*argv)
+    assert status == 2, err
+    assert "cohort.criteria[0]: criterion 'NMO-IgG positive' excludes every remaining patient" in err
+    assert "antibody_status: 'positive' (" in err
+
+
+def test_validate_checks_where_columns_against_the_data(cli, study):
+    study.edit(_set("cohort.criteria.0.where", "aqp4 == 'positive'"))
+    status, stdout, err = cli("validate", study.spec)
+    assert status == 2 and "data OK" not in stdout
+    assert "cohort.criteria[0].where: unknown column 'aqp4'" in err
+    assert "_line" not in err and "_patient_row" not in err
+
+
+def test_a_table_no_endpoint_needs_is_not_read_so_it_cannot_stop_or_change_the_run(cli, study):
+    status, _, err = cli("run", study.spec, "-o", study.out / "before", "--quiet", "--only", "arr")
+    assert status == 0, err
+    study.csv("titers").write_text("this is not,a titers table\n1,2,3\n")
+    study.csv("edss").unlink()
+    status, _, err = cli("run", study.spec, "-o", study.out / "after", "--quiet", "--only", "arr")
+    assert status == 0, err
+    before = json.loads((study.out / "before" / "results.json").read_text())
+    assert pd.read_csv(study.out / "before" / "results.csv").equals(pd.read_csv(study.out / "after" / "results.csv"))
+    assert set(before["provenance"]["data"]["sha256"]) == {"patients", "treatments", "administrations", "relapses"}
+
+
+def test_characteristics_of_sex_with_a_blank_value_gives_one_missing_row(cli, study):
+    study.set_cell("patients", 3, "sex", "")
+    study.edit(lambda raw: study.endpoint("patients")(raw).update(params={"variables": ["sex"]}))
+    status, _, err = cli("run", study.spec, "-o", study.out, "--quiet")
+    assert status == 0, err
+    results = pd.read_csv(study.out / "results.csv")
+    assert (results["measure"] == "sex:missing").sum() == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("data.read.delimiter", "::", "expected auto or one character"),
+        ("data.read.decimal", ";", "expected '.' or ','"),
+        ("data.read.encoding", "klingon", "expected a text encoding such as utf-8, cp1252"),
+        ("data.read.date_format", "%d.%m", "expected a date format with day, month and year"),
+        ("data.read.date_format", ["%d.%m.%Y", "%Q"], "expected a date format with day, month and year"),
+        ("data.read.delimter", ";", "unknown option or table (did you mean 'delimiter'?)"),
+        ("data.read.edss", {"decimals": ","}, "unknown option (did you mean 'decimal'?)"),
+        ("data.values", {"patient": {"sex": {"1": "M"}}}, "unknown table (did you mean 'patients'?)"),
+        ("data.values", {"patients": {"gender": {"1": "M"}}}, "not a canonical column of patients"),
+        ("data.values", {"patients": {"sex": "1=M"}}, "expected a mapping code -> value"),
+        ("data.tables", {"patient": "Patienten.csv"}, "unknown table (did you mean 'patients'?)"),
+        ("data.tables", {"patients": ""}, "data.tables.patients: expected a non-empty string"),
+    ],
+)
+def test_a_bad_reading_option_is_refused_naming_its_path(cli, study, path, value, expected):
+    study.edit(_set(path, value))
+    refused(cli, study, expected)
+
+
+def test_a_file_named_in_data_tables_that_is_missing_is_refused(cli, study):
+    study.edit(_set("data.tables", {"patients": "Patienten.csv"}))
+    refused(cli, study, "patients: file not found:", "Patienten.csv (named in data.tables.patients)")
+
+
+def test_a_cp1252_file_read_as_utf8_points_to_the_encoding_option(cli, study):
+    study.csv("patients").write_bytes(study.csv("patients").read_bytes().replace(b"NMOSD", "NMOSD Müller".encode("cp1252"), 1))
+    refused(cli, study, "patients, line 2", "is not UTF-8 text", "data.read.encoding", "cp1252")
+
+
 # --------------------------------------------------------------------------- data: file shape
 
 

@@ -162,3 +162,37 @@ def test_relapses_and_edss_dated_before_birth_or_onset_are_reported_and_not_used
         ("relapses", 2, "onset_date before the patient's birth_date", "ignored"),
         ("relapses", 3, "onset_date before the patient's onset_date (disease onset)", "ignored"),
     ]
+
+
+def test_an_excluded_patient_s_reason_says_which_criterion_was_not_met():
+    criteria = (Criterion("AQP4-IgG positive", "where", _expr("antibody_status == 'positive'")),)
+    cohort = make_cohort(make_settings(criteria=criteria), patients=P, treatments=T, administrations=A)
+    b = cohort.quality[cohort.quality["patient_id"] == "b"]
+    assert list(b["reason"]) == ["did not meet criterion 'AQP4-IgG positive'"] and list(b["action"]) == ["excluded"]
+
+
+def test_implausible_birth_and_onset_dates_are_reported_and_not_used_for_age_or_duration():
+    rows = [
+        ("ok", "1980-01-01", "2010-01-01"),
+        ("born_after_index", "2016-01-01", "2017-01-01"),
+        ("born_in_future", "2099-01-01", None),
+        ("too_old", "1890-06-01", "2010-01-01"),  # before 1900 (and over 120 at index)
+        ("old_130", "1900-06-01", "2010-01-01"),  # 114 years at index: plausible
+        ("onset_before_birth", "1980-01-01", "1975-01-01"),
+    ]
+    patients = [{"patient_id": p, "birth_date": b, "onset_date": o, "last_followup_date": "2019-06-30"} for p, b, o in rows]
+    treatments = [{"patient_id": p, "treatment": "IVIG", "start_date": "2015-01-01"} for p, *_ in rows]
+    cohort = make_cohort(patients=patients, treatments=treatments)
+    pts = cohort.patients.set_index("patient_id")
+    assert pts.loc["ok", "age_at_index"] == pytest.approx((pd.Timestamp("2015-01-01") - pd.Timestamp("1980-01-01")).days / 365.25)
+    for p in ("born_after_index", "born_in_future", "too_old"):
+        assert pd.isna(pts.loc[p, "age_at_index"])
+    assert pts.loc["old_130", "age_at_index"] == pytest.approx(114.58, abs=0.01)
+    assert pd.isna(pts.loc["onset_before_birth", "disease_duration_at_index"])
+    quality = cohort.quality[cohort.quality["table"] == "patients"].set_index("patient_id")
+    assert quality.loc["born_after_index", "reason"] == "birth_date after the index date"
+    assert quality.loc["born_in_future", "reason"] == "birth_date in the future"
+    assert quality.loc["too_old", "reason"] == "birth_date before 1900"
+    assert quality.loc["onset_before_birth", "reason"] == "onset_date before birth_date"
+    assert quality.loc["onset_before_birth", "action"] == "onset_date not used: disease duration not computed"
+    assert "ok" not in quality.index and "old_130" not in quality.index

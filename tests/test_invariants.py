@@ -333,8 +333,10 @@ def test_the_paired_test_handles_one_non_zero_difference_among_zeros():
 
 def test_a_cohort_that_no_patient_enters_gives_empty_results_not_a_failure():
     tables = {name: [] for name in TABLES}
-    tables["patients"] = [{"patient_id": "N1", "antibody_status": "negative", "onset_date": "2012-01-01", "last_followup_date": "2019-01-01"}]
-    tables["treatments"] = [{"patient_id": "N1", "treatment": "IVIG", "start_date": "2015-01-01", "end_date": "2018-01-01"}]
+    # no follow-up after the index date (a criterion that excludes everyone is an error instead:
+    # tests/test_bad_inputs.py)
+    tables["patients"] = [{"patient_id": "N1", "antibody_status": "positive", "onset_date": "2012-01-01", "last_followup_date": "2019-01-01"}]
+    tables["treatments"] = [{"patient_id": "N1", "treatment": "IVIG", "start_date": "2015-01-01", "end_date": "2015-01-01"}]
     results = run_tables(tables)
     assert results.attrition["remaining"].iloc[-1] == 0
     assert results.failures == []
