@@ -84,6 +84,9 @@ UNKNOWN_PATIENT = "expected a patient_id listed in patients"
 OPEN_END_COLUMNS = {("treatments", "end_date")}
 OPEN_END = pd.Timestamp("9999-12-31")
 LINE = "_line"  # CSV line of each record, kept for traceability
+# Where a typed source's records come from (frame.attrs): "sheet 'Patienten'", "database table ...";
+# its records are numbered by row (the sheet's own row numbers) instead of CSV line.
+ORIGIN = "endpointkit.origin"
 # Each record's patient as a row number of the patients table as loaded: the cohort uses it instead
 # of looking every patient_id up again (absent when a table was prepared on its own).
 PATIENT_ROW = "_patient_row"
@@ -148,6 +151,18 @@ def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def cell_text(value: object) -> str:
+    """A cell as text, as a CSV would hold it: a workbook's 1.0 is '1', True is 'true'."""
+    value = _plain(value)
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _visible(frame: pd.DataFrame) -> str:
     """The column names a user can see (internal ones such as _line left out)."""
     return ", ".join(str(c) for c in frame.columns if not str(c).startswith("_"))
@@ -210,7 +225,9 @@ def _dates(values: pd.Series, options: ReadOptions = CANONICAL) -> pd.Series:
     source hands over as dates (Excel date cells, database DATE columns) are taken as they are,
     to the day."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return values.dt.tz_localize(None).dt.floor("D").astype("datetime64[us]") if values.dt.tz else values.dt.floor("D").astype("datetime64[us]")
+        if getattr(values.dt, "tz", None) is not None:  # a database's timestamp with time zone: its local day
+            values = values.dt.tz_localize(None)
+        return values.dt.floor("D").astype("datetime64[us]")
     is_text = values.map(lambda v: isinstance(v, str), na_action="ignore").fillna(False).astype(bool)
     text = values.where(is_text).astype(object)
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
@@ -280,7 +297,7 @@ def _recode(frame: pd.DataFrame, options: ReadOptions, values: dict[str, dict[st
             series = _plain_text(series)
 
         def change(distinct: pd.Series, codes=codes) -> pd.Series:
-            text = distinct.map(lambda v: v.strip() if isinstance(v, str) else str(_plain(v)))
+            text = distinct.map(cell_text)
             out = distinct.astype(object).where(~text.isin(missing), None)
             if codes:
                 found = text.isin(list(codes))
@@ -334,7 +351,7 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
         _fail(name, frame, blank, column, "expected a value (required column)")
     ids = distinct["patient_id"]
     if not isinstance(ids.values.dtype, pd.StringDtype):  # a source that gave numbers or objects as ids
-        ids.values = ids.values.astype(TEXT)
+        ids.values = ids.values.map(cell_text).astype(TEXT)
     ids.values = ids.values.str.strip().astype(TEXT)  # strip first: vectorised when the source gave Arrow text
     frame["patient_id"] = ids.spread(ids.values)
     for column, kind in typed.items():
@@ -394,7 +411,7 @@ def _check_conflicts(name: str, frame: pd.DataFrame, keys: list[str], values: li
 def _check_values(name: str, frame: pd.DataFrame) -> None:
     if name == "patients":
         _fail(name, frame, frame["patient_id"].duplicated(), "patient_id", "expected unique patient ids; duplicate")
-        sex = per_distinct(frame["sex"], lambda v: v.map(lambda x: str(_plain(x)).strip().casefold(), na_action="ignore"))
+        sex = per_distinct(frame["sex"], lambda v: v.map(lambda x: cell_text(x).casefold(), na_action="ignore"))
         _fail(name, frame, sex.notna() & ~sex.isin(SEX_VALUES), "sex",
               "expected a sex coded F or M (female/male; X, other or diverse)", recode=True)
     if name == "treatments":
@@ -432,7 +449,13 @@ def prepare_tables(frames: Iterable[tuple[str, pd.DataFrame]],
         if name != "patients" and known is None:
             raise ValueError(f"prepare_tables: {name} given before patients")
         options, values = (reading or DataReading()).typing(name)
-        tables[name] = prepare_table(name, frame, (columns or {}).get(name), known, options, values)
+        origin = frame.attrs.get(ORIGIN)
+        try:
+            tables[name] = prepare_table(name, frame, (columns or {}).get(name), known, options, values)
+        except DataError as exc:
+            if not origin:
+                raise
+            raise DataError(f"{name} ({origin})", exc.message, exc.line, exc.column, unit="row") from None
         if name == "patients":
             known = pd.Index(tables[name]["patient_id"].to_numpy(dtype=object))  # unique: checked
     return tables

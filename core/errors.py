@@ -27,11 +27,11 @@ class SpecError(EndpointkitError):
 class DataError(EndpointkitError):
     """A problem in the data, located by table, CSV line and column."""
 
-    def __init__(self, table: str, message: str, line: int | None = None, column: str | None = None):
-        self.table, self.line, self.column, self.message = table, line, column, message
+    def __init__(self, table: str, message: str, line: int | None = None, column: str | None = None, unit: str = "line"):
+        self.table, self.line, self.column, self.message, self.unit = table, line, column, message, unit
         where = table
         if line is not None:
-            where += f", line {line}"
+            where += f", {unit} {line}"
         if column is not None:
             where += f", column '{column}'"
         super().__init__(f"{where}: {message}")

@@ -24,6 +24,7 @@ from .errors import SpecError, suggest
 
 DEFAULT_PLUGINS = (
     "endpointkit.plugins.sources",
+    "endpointkit.plugins.typed_sources",
     "endpointkit.plugins.renderers",
     "endpointkit.plugins.criteria",
     "endpointkit.plugins.characteristics",

@@ -1,0 +1,176 @@
+"""Sources whose cells arrive typed: an Excel/ODS workbook, a folder of Parquet files, a SQL database.
+
+Each hands over the raw table (dates as dates, numbers as numbers, text as text) with where its
+records came from; core/data.py maps, recodes, types and validates it exactly as it does a CSV file,
+and names the sheet, file or database table and the row in its errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from endpointkit import hookimpl
+from endpointkit.data import LINE, ORIGIN
+from endpointkit.errors import DataError
+from endpointkit.plugins.sources import read_regular_file
+from endpointkit.reading import Request
+
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
+
+
+def _missing_extra(package: str, extra: str, source: str) -> DataError:
+    return DataError("data", f"the {source} source needs the package '{package}': pip install 'endpointkit[{extra}]'")
+
+
+def _numbered(frame: pd.DataFrame, origin: str, first_row: int) -> pd.DataFrame:
+    """Rows numbered as their origin shows them, and the origin recorded for error messages."""
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame[LINE] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
+    frame.attrs[ORIGIN] = origin
+    return frame
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    """A checksum of a table's content (a database has no file to hash)."""
+    hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes() + "\x1f".join(map(str, frame.columns)).encode()).hexdigest()
+
+
+class Workbook:
+    """An Excel (``.xlsx``, ``.xlsm``, ``.xls``) or OpenDocument (``.ods``) workbook, one sheet per
+    table, read by python-calamine (Rust; fast, no formula evaluation, reads every format)."""
+
+    name = "excel"
+    description = "An .xlsx/.xlsm/.ods workbook (data.path), one sheet per canonical table (named as the table, or by data.tables)."
+
+    def describe(self, table: str) -> str:
+        return f"a sheet named '{table}'"
+
+    def read_table(self, root: Path, table: str, request: Request | None = None) -> tuple[pd.DataFrame, str] | None:
+        request = request or Request()
+        if not root.is_file() or root.suffix.lower() not in WORKBOOK_SUFFIXES:
+            raise DataError("data", f"expected a workbook file ({', '.join(WORKBOOK_SUFFIXES)}) as data.path, got {root}")
+        try:
+            from python_calamine import CalamineWorkbook
+        except ImportError:
+            raise _missing_extra("python-calamine", "excel", "excel") from None
+        raw = read_regular_file(root, table)
+        sheet = request.name or table
+        try:
+            workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
+        except Exception as exc:  # calamine's own error types: a damaged or non-workbook file
+            raise DataError("data", f"cannot read the workbook {root.name}: {exc}") from None
+        if sheet not in workbook.sheet_names:
+            if request.name:
+                raise DataError(table, f"no sheet '{sheet}' in {root.name} (named in data.tables.{table}); sheets: {', '.join(workbook.sheet_names)}")
+            return None
+        rows = workbook.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
+        while rows and all(cell in ("", None) for cell in rows[-1]):
+            rows.pop()
+        start = next((i for i, row in enumerate(rows) if any(cell not in ("", None) for cell in row)), None)
+        if start is None:
+            raise DataError(table, f"sheet '{sheet}' of {root.name} is empty; expected a header row with the column names")
+        header = [str(c).strip() for c in rows[start]]
+        while header and not header[-1]:
+            header.pop()
+        body = [row[:len(header)] for row in rows[start + 1:]]
+        frame = pd.DataFrame(body, columns=header, dtype=object).replace({"": None})
+        frame = frame[frame.notna().any(axis=1)] if len(frame) else frame  # a blank row is no record
+        lines = frame.index.to_numpy() + start + 2  # sheet rows count from 1, the header is row start + 1
+        frame = _numbered(frame.reset_index(drop=True), f"sheet '{sheet}'", 0)
+        frame[LINE] = lines.astype(np.int64)
+        if len(set(header)) != len(header):
+            raise DataError(f"{table} (sheet '{sheet}')", "a column name appears twice in the header row; expected unique names", line=start + 1, unit="row")
+        return frame, hashlib.sha256(raw).hexdigest()
+
+
+class ParquetFolder:
+    """A folder of Parquet files, ``<table>.parquet`` (or the names in ``data.tables``)."""
+
+    name = "parquet"
+    description = "A folder of Parquet files, one per canonical table (patients.parquet, ... or the names in data.tables)."
+
+    def describe(self, table: str) -> str:
+        return f"{table}.parquet"
+
+    def read_table(self, root: Path, table: str, request: Request | None = None) -> tuple[pd.DataFrame, str] | None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        request = request or Request()
+        if root.is_file():
+            raise DataError("data", f"expected a folder of Parquet files, got a file: {root}")
+        path = root / (request.name or f"{table}.parquet")
+        if not path.exists():
+            if request.name:
+                raise DataError(table, f"file not found: {path} (named in data.tables.{table})")
+            return None
+        raw = read_regular_file(path, table)
+        try:
+            arrow = pq.read_table(pa.BufferReader(raw))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(table, f"{path.name} is not a Parquet file: {exc}") from None
+        frame = arrow.to_pandas(types_mapper={pa.string(): pd.StringDtype("python", na_value=np.nan)}.get,
+                                date_as_object=False)
+        return _numbered(frame, path.name, 1), hashlib.sha256(raw).hexdigest()
+
+
+_QUERY = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
+
+
+class SqlDatabase:
+    """Any database SQLAlchemy reaches (``data.url``): a table, or a SELECT query, per canonical table."""
+
+    name = "sql"
+    description = "A SQL database (data.url, any SQLAlchemy URL): a table named as the canonical table, or a table or SELECT query in data.tables."
+    needs_path = False
+
+    def describe(self, table: str) -> str:
+        return f"a database table named '{table}'"
+
+    def read_table(self, root: Path, table: str, request: Request | None = None) -> tuple[pd.DataFrame, str] | None:
+        request = request or Request()
+        if not request.url:
+            raise DataError("data", "the sql source needs data.url, e.g. sqlite:///registry.db or postgresql://user@host/db")
+        try:
+            import sqlalchemy as sa
+        except ImportError:
+            raise _missing_extra("sqlalchemy", "sql", "sql") from None
+        what = request.name or table
+        try:
+            engine = sa.create_engine(request.url)
+            with engine.connect() as connection:
+                if _QUERY.match(what):
+                    statement, origin = sa.text(what), "query"
+                else:
+                    if not sa.inspect(connection).has_table(what):
+                        if request.name:
+                            raise DataError(table, f"no database table '{what}' (named in data.tables.{table})")
+                        return None
+                    statement, origin = sa.select(sa.text("*")).select_from(sa.table(what)), f"database table '{what}'"
+                frame = pd.read_sql_query(statement, connection)
+        except DataError:
+            raise
+        except ImportError as exc:  # the URL's driver (psycopg2, duckdb_engine, ...) is not installed
+            raise DataError("data", f"data.url: the database driver is not installed: {exc}") from None
+        except sa.exc.ArgumentError as exc:
+            raise DataError("data", f"data.url: not a database URL: {exc}") from None
+        except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+            cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+            detail = str(getattr(cause, "orig", None) or cause).splitlines()[0]
+            raise DataError(table, f"cannot read {what!r} from the database: {detail}") from None
+        finally:
+            if "engine" in locals():
+                engine.dispose()
+        return _numbered(frame, origin, 1), _frame_digest(frame)
+
+
+@hookimpl
+def register_sources():
+    return [Workbook(), ParquetFolder(), SqlDatabase()]
