@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from endpointkit import hookimpl
 from endpointkit.data import LINE, ORIGIN
 from endpointkit.errors import DataError
-from endpointkit.plugins.sources import read_regular_file
+from endpointkit.plugins.sources import _categorical, read_regular_file
 from endpointkit.reading import Request
 
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
@@ -36,9 +37,23 @@ def _numbered(frame: pd.DataFrame, origin: str, first_row: int) -> pd.DataFrame:
     return frame
 
 
+def _from_arrow(table) -> pd.DataFrame:
+    """An Arrow table as the frame the typing layer works on: text columns dictionary-encoded (each
+    distinct text once, as the CSV source hands them over), dates as datetime64, numbers as numbers."""
+    import pyarrow as pa
+
+    columns = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            columns[name] = _categorical(column)
+        else:
+            columns[name] = column.to_pandas(date_as_object=False)
+    return pd.DataFrame(columns)
+
+
 def _frame_digest(frame: pd.DataFrame) -> str:
     """A checksum of a table's content (a database has no file to hash)."""
-    hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
+    hashed = pd.util.hash_pandas_object(frame, index=False, categorize=True).to_numpy()  # per column dtype, no text copy
     return hashlib.sha256(hashed.tobytes() + "\x1f".join(map(str, frame.columns)).encode()).hexdigest()
 
 
@@ -116,9 +131,7 @@ class ParquetFolder:
             arrow = pq.read_table(pa.BufferReader(raw))
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(table, f"{path.name} is not a Parquet file: {exc}") from None
-        frame = arrow.to_pandas(types_mapper={pa.string(): pd.StringDtype("python", na_value=np.nan)}.get,
-                                date_as_object=False)
-        return _numbered(frame, path.name, 1), hashlib.sha256(raw).hexdigest()
+        return _numbered(_from_arrow(arrow), path.name, 1), hashlib.sha256(raw).hexdigest()
 
 
 _QUERY = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
@@ -154,7 +167,7 @@ class SqlDatabase:
                             raise DataError(table, f"no database table '{what}' (named in data.tables.{table})")
                         return None
                     statement, origin = sa.select(sa.text("*")).select_from(sa.table(what)), f"database table '{what}'"
-                frame = pd.read_sql_query(statement, connection)
+                frame = _fetch(connection, statement)
         except DataError:
             raise
         except ImportError as exc:  # the URL's driver (psycopg2, duckdb_engine, ...) is not installed
@@ -169,6 +182,19 @@ class SqlDatabase:
             if "engine" in locals():
                 engine.dispose()
         return _numbered(frame, origin, 1), _frame_digest(frame)
+
+
+def _fetch(connection, statement) -> pd.DataFrame:
+    """The result as a frame: DuckDB hands it over columnar (Arrow), ten times faster than fetching
+    rows; every other database through pandas' ``read_sql_query``."""
+    if connection.dialect.name == "duckdb":
+
+        sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
+        with warnings.catch_warnings():  # "an extra copy of the rows": still ten times faster than rows
+            warnings.simplefilter("ignore", UserWarning)
+            arrow = connection.connection.driver_connection.execute(sql).to_arrow_table()
+        return _from_arrow(arrow)
+    return pd.read_sql_query(statement, connection)
 
 
 @hookimpl
