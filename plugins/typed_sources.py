@@ -94,7 +94,9 @@ class Workbook:
         header = [str(c).strip() for c in rows[start]]
         while header and not header[-1]:
             header.pop()
-        body = [row[:len(header)] for row in rows[start + 1:]]
+        body = rows[start + 1:]  # calamine's rows are as wide as the used area: cut only past the header
+        if len(rows[start]) > len(header):
+            body = [row[:len(header)] for row in body]
         frame = pd.DataFrame(body, columns=header, dtype=object).replace({"": None})
         frame = frame[frame.notna().any(axis=1)] if len(frame) else frame  # a blank row is no record
         lines = frame.index.to_numpy() + start + 2  # sheet rows count from 1, the header is row start + 1
