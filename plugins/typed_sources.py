@@ -52,9 +52,19 @@ def _from_arrow(table) -> pd.DataFrame:
 
 
 def _frame_digest(frame: pd.DataFrame) -> str:
-    """A checksum of a table's content (a database has no file to hash)."""
-    hashed = pd.util.hash_pandas_object(frame, index=False, categorize=True).to_numpy()  # per column dtype, no text copy
-    return hashlib.sha256(hashed.tobytes() + "\x1f".join(map(str, frame.columns)).encode()).hexdigest()
+    """A checksum of a table's content (a database has no file to hash): each column's buffers as
+    they are (codes and texts of dictionary-encoded text), so no copy of the table as text is made."""
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            digest.update(np.asarray(column.cat.codes).tobytes())
+            digest.update(pd.util.hash_pandas_object(pd.Series(column.cat.categories), index=False).to_numpy().tobytes())
+        elif isinstance(column.dtype, np.dtype) and column.dtype.kind in "biufmM":
+            digest.update(column.dtype.str.encode() + column.to_numpy().tobytes())
+        else:
+            digest.update(pd.util.hash_pandas_object(column, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 class Workbook:
