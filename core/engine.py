@@ -30,6 +30,8 @@ from .spec import Spec, load_spec
 
 def needed_tables(spec: Spec, plugins: Plugins) -> tuple[list[str], list[str]]:
     requires = [plugins.endpoints.items[e.plugin].requires for s in (spec, *spec.variants) for e in s.endpoints]
+    if any(s.cohort.index_event == "first_administration" for s in (spec, *spec.variants)):
+        requires.append(("administrations",))  # the index date is read from it
     return tables_needed(requires)
 
 
