@@ -133,13 +133,18 @@ def _endpoint_schema(plugins: Plugins) -> dict[str, Any]:
 def _defaults_schema(plugins: Plugins) -> dict[str, Any]:
     """``defaults:`` takes any parameter of a registered endpoint, with the type(s) it has there."""
     by_name: dict[str, list[dict]] = {}
+    users: dict[str, list[str]] = {}
     for endpoint in plugins.endpoints:
         hints = typing.get_type_hints(endpoint.Params)
         for f in dataclasses.fields(endpoint.Params):
-            schema = {**type_schema(hints[f.name], f), "description": f.metadata.get("help", "")}
+            schema = type_schema(hints[f.name], f)
             if schema not in by_name.setdefault(f.name, []):
                 by_name[f.name].append(schema)
-    properties = {name: (options[0] if len(options) == 1 else {"anyOf": options}) for name, options in sorted(by_name.items())}
+            users.setdefault(f.name, []).append(endpoint.name)
+    properties = {
+        name: {**(options[0] if len(options) == 1 else {"anyOf": options}), "description": f"Default for {', '.join(users[name])}."}
+        for name, options in sorted(by_name.items())
+    }
     return {
         "type": ["object", "null"],
         "description": "Study-wide parameter values: each applies to every endpoint that has the parameter and does not set its own.",
@@ -274,6 +279,18 @@ def _registry_table(plugins: Plugins) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _tables_table() -> str:
+    from .data import TABLES
+
+    def names(columns: tuple[str, ...]) -> str:
+        return ", ".join(f"`{c}`" for c in columns) or "-"
+
+    lines = ["| table | required columns | optional columns | dates | true/false | numbers |", "|---|---|---|---|---|---|"]
+    for t in TABLES.values():
+        lines.append(f"| `{t.name}` | {names(t.required)} | {names(t.optional)} | {names(t.dates)} | {names(t.booleans)} | {names(t.numbers)} |")
+    return "\n".join(lines) + "\n"
+
+
 def generated_blocks(plugins: Plugins) -> dict[str, str]:
     """Every generated Markdown block, by marker name."""
     from .simulate import TrueParameters
@@ -295,6 +312,7 @@ def generated_blocks(plugins: Plugins) -> dict[str, str]:
     for name, cls in sections.items():
         blocks[f"spec:{name}"] = params_table(cls)
     blocks["registry"] = _registry_table(plugins)
+    blocks["tables"] = _tables_table()
     rows = ["| `--set` name | kind | default | meaning |", "|---|---|---|---|"]
     rows += [f"| `{f.name}` | {f.metadata.get('kind', '')} | {_cell(_default_text(_default(f)))} | {_cell(f.metadata.get('help', ''))} |"
              for f in dataclasses.fields(TrueParameters)]
