@@ -85,3 +85,12 @@ def test_defaults_change_the_numbers_like_the_endpoint_setting_does(tmp_path):
     a, b, c = (run_spec(s, s.plugins).frame for s in (by_default, own, zero))
     assert a.drop(columns="display").equals(b.drop(columns="display"))
     assert not a["estimate"].equals(c["estimate"])
+
+
+def test_a_bad_default_exits_2_with_one_message(cli, tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "defaults": {"post_lag_days": -5}}))
+    status, out, err = cli("validate", path, "--spec-only")
+    assert status == 2
+    assert err.strip() == "endpointkit: error: defaults.post_lag_days (for plugin arr_change): expected a value >= 0, got -5"
+    assert "Traceback" not in err
