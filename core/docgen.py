@@ -124,7 +124,7 @@ def _endpoint_schema(plugins: Plugins) -> dict[str, Any]:
         "additionalProperties": False,
         "allOf": [
             {"if": {"properties": {"plugin": {"const": name}}, "required": ["plugin"]},
-             "then": {"properties": {"params": {"$ref": f"#/$defs/params.{name}"}}}}
+             "then": {"properties": {"params": {"$ref": f"#/definitions/params.{name}"}}}}
             for name in names
         ],
     }
@@ -154,7 +154,8 @@ def _defaults_schema(plugins: Plugins) -> dict[str, Any]:
 
 
 def spec_schema(plugins: Plugins) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a study spec with these plugins' endpoints and params."""
+    """The JSON Schema of a study spec with these plugins' endpoints and params (draft-07, which every
+    editor's YAML language server reads)."""
     from .spec import (
         CohortSection,
         DataSection,
@@ -170,7 +171,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
     sources, renderers = sorted(plugins.sources.items), sorted(plugins.renderers.items)
     dotted = {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z][\w\-]*(\.[\w\-]+)+$"}}
     return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "endpointkit study spec",
         "description": "A retrospective treatment study: data, cohort, endpoints, statistics, table and sensitivity variants.",
         "type": "object",
@@ -184,7 +185,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
                 "criteria": _criteria_schema(plugins),
             }),
             "defaults": _defaults_schema(plugins),
-            "endpoints": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/endpoint"}},
+            "endpoints": {"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/endpoint"}},
             "statistics": params_schema(StatisticsSection, {
                 "quantile_method": {"enum": list(QUANTILE_METHODS)},
                 "paired_test": params_schema(PairedTestSection),
@@ -205,7 +206,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
                         "description": "Plugin files to load (this runs their code); paths relative to this file."},
         },
         "additionalProperties": False,
-        "$defs": {
+        "definitions": {
             "endpoint": _endpoint_schema(plugins),
             **{f"params.{e.name}": params_schema(e.Params) for e in sorted(plugins.endpoints, key=lambda e: e.name)},
         },

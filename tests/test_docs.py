@@ -88,7 +88,7 @@ def schema_for(spec_path: Path | None = None) -> dict:
 
 
 def test_the_schema_is_valid_json_schema():
-    jsonschema.Draft202012Validator.check_schema(schema_for())
+    jsonschema.Draft7Validator.check_schema(schema_for())
 
 
 @pytest.mark.parametrize("spec_path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.name)
@@ -124,9 +124,9 @@ def test_the_schema_includes_the_plugins_a_spec_lists(cli, tmp_path):
     import json
 
     schema = json.loads((tmp_path / "custom.schema.json").read_text())
-    assert "severe_relapse_rate" in schema["$defs"]["endpoint"]["properties"]["plugin"]["enum"]
-    assert schema["$defs"]["params.severe_relapse_rate"]["properties"]["severity"]["default"] == "severe"
-    assert "severe_relapse_rate" not in schema_for()["$defs"]["endpoint"]["properties"]["plugin"]["enum"]
+    assert "severe_relapse_rate" in schema["definitions"]["endpoint"]["properties"]["plugin"]["enum"]
+    assert schema["definitions"]["params.severe_relapse_rate"]["properties"]["severity"]["default"] == "severe"
+    assert "severe_relapse_rate" not in schema_for()["definitions"]["endpoint"]["properties"]["plugin"]["enum"]
 
 
 # --------------------------------------------------------------------------- examples
