@@ -64,6 +64,20 @@ def test_generated_docs_match_the_code():
     assert not stale, f"run `make docs` (python -m endpointkit.docgen docs); stale: {[str(p) for p in stale]}"
 
 
+def test_docgen_rewrites_a_stale_block_and_check_reports_it(tmp_path, capsys):
+    import shutil
+
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    page = docs / "endpoints" / "safety.md"
+    page.write_text(page.read_text(encoding="utf-8").replace("| `te_window_days` |", "| `te_window_dayz` |"), encoding="utf-8")
+    assert docgen.main([str(docs), "--check"]) == 1
+    assert f"stale: {page}" in capsys.readouterr().out
+    assert docgen.main([str(docs)]) == 0
+    assert docgen.main([str(docs), "--check"]) == 0
+    assert page.read_text(encoding="utf-8") == (DOCS / "endpoints" / "safety.md").read_text(encoding="utf-8")
+
+
 def test_every_endpoint_has_a_page_with_its_generated_parameter_table():
     for endpoint in docgen.builtin_plugins().endpoints:
         page = DOCS / "endpoints" / f"{endpoint.name}.md"
