@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-disability sensitivity clean
+.PHONY: demo test lint docs bench bench-disability sensitivity clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,plot]'
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet -e '.[test,plot]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check core plugins tests specs $(wildcard benchmarks)
+
+# Regenerates every generated part of docs/ (parameter tables, spec.schema.json) from the code.
+docs: $(STAMP)
+	$(BIN)/python -m endpointkit.docgen docs
 
 # pymsprog pins pandas<3 and numpy<2 (endpointkit needs pandas>=3): it gets a venv of its own in the
 # git-ignored benchmarks/data/, without endpointkit, and benchmarks/run.py runs it there in a subprocess.

@@ -25,7 +25,7 @@ Write an endpoint plugin in a few lines::
         return [ActiveDisease]
 
 List the file under ``plugins:`` in a spec, or ship it in a package with an ``endpointkit``
-entry point. See the README's plugin author's guide.
+entry point. See docs/plugins.md (the plugin guide) and docs/python-api.md.
 """
 
 from __future__ import annotations

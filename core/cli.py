@@ -24,6 +24,24 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _SimulateParser(_Parser):
+    """``simulate --help`` lists every ``--set`` parameter with its default (built only when asked)."""
+
+    def format_help(self) -> str:
+        import dataclasses
+        import textwrap
+
+        from .simulate import TrueParameters
+
+        lines = ["true parameters (--set NAME=VALUE; default in brackets):"]
+        for f in dataclasses.fields(TrueParameters):
+            default = "none" if f.default is None else f.default
+            lines.append(f"  {f.name} [{default}]")
+            lines += textwrap.wrap(f.metadata.get("help", ""), 92, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        self.epilog = "\n".join(lines)
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="endpointkit", description="Spec-driven endpoint analysis of treatment studies.")
     from . import __version__
@@ -49,14 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--spec-only", action="store_true", help="check the spec only, not the data")
 
     plugins = commands.add_parser("plugins", help="list registered endpoints, sources, criteria and renderers")
-    plugins.add_argument("--json", action="store_true")
+    plugins_format = plugins.add_mutually_exclusive_group()
+    plugins_format.add_argument("--json", action="store_true", help="as JSON")
+    plugins_format.add_argument("--markdown", action="store_true", help="parameter tables in Markdown, as in docs/endpoints/")
     plugins.add_argument("--spec", type=Path, help="also load the plugin files this spec lists")
 
-    simulate = commands.add_parser("simulate", help="write a synthetic registry in the canonical tables")
-    simulate.add_argument("--patients", type=int, required=True)
-    simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("-o", "--output", type=Path, required=True)
-    simulate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a true parameter of the simulation, e.g. post_rate=0.3")
+    schema = commands.add_parser("schema", help="print the JSON Schema of a study spec (for editors and CI)")
+    schema.add_argument("--spec", type=Path, help="also load the plugin files this spec lists")
+    schema.add_argument("-o", "--output", type=Path, help="write to this file instead of printing")
+
+    simulate = commands.add_parser(
+        "simulate", help="write a synthetic registry in the canonical tables",
+        description="Write a seeded synthetic registry (patients.csv, ..., truth.json) in the canonical tables.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate.__class__ = _SimulateParser  # add_parser takes no parser class of its own
+    simulate.add_argument("--patients", type=int, required=True, help="number of patients")
+    simulate.add_argument("--seed", type=int, default=1, help="random seed (default: 1); the same seed gives identical files")
+    simulate.add_argument("-o", "--output", type=Path, required=True, help="folder for the CSV files and truth.json")
+    simulate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                          help="a true parameter of the simulation (repeatable), e.g. post_rate=0.3; listed below")
     return parser
 
 
@@ -181,16 +211,44 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def cmd_plugins(args) -> int:
+def _plugins_for(spec: Path | None):
+    """Built-in and installed plugins, plus the plugin files a spec lists."""
     from .manager import get_plugin_manager
-    from .params import describe_params
     from .spec import _plugin_files, read_spec_file
 
     files: tuple[Path, ...] = ()
-    if args.spec:
-        raw, _ = read_spec_file(args.spec)
-        files = _plugin_files(raw, args.spec.parent.resolve())
-    plugins = get_plugin_manager(files=files)
+    if spec:
+        raw, _ = read_spec_file(spec)
+        files = _plugin_files(raw, spec.parent.resolve())
+    return get_plugin_manager(files=files)
+
+
+def cmd_schema(args) -> int:
+    from .docgen import spec_schema
+
+    text = json.dumps(spec_schema(_plugins_for(args.spec)), indent=2) + "\n"
+    if args.output:
+        from .output import check_writable
+
+        check_writable(args.output.parent, "-o")
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .params import describe_params
+
+    plugins = _plugins_for(args.spec)
+    if args.markdown:
+        from .docgen import plugins_markdown
+
+        print(plugins_markdown(plugins), end="")
+        return 0
     listing = {
         "endpoints": [
             {"name": e.name, "title": e.title, "provider": e.provider, "requires": list(e.requires),
@@ -242,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "simulate": cmd_simulate}
+    handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema, "simulate": cmd_simulate}
     with contextlib.suppress(AttributeError, ValueError, OSError):  # never fail to print a name
         sys.stdout.reconfigure(errors="backslashreplace")
     try:

@@ -292,7 +292,7 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     codes = {name: frame[PATIENT_ROW].to_numpy() if loaded_order and PATIENT_ROW in frame else ids.get_indexer(frame["patient_id"])
              for name, frame in tables.items()}
 
-    # index date: first course of the index treatment, else its first administration
+    # index date: first course start, else first administration (index.event first_start), or the reverse
     treatments = tables["treatments"]
     wanted = settings.index_treatment.strip().casefold()
     is_index = _named(treatments["treatment"], wanted)
@@ -306,7 +306,12 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     index_admin_codes = codes.get("administrations", np.zeros(0, dtype=np.intp))[admin_is_index]
     first_admin_by_row = _group_extreme(index_admin_codes, index_admins["date"], n_all, largest=False)
 
-    patients["index_date"] = _lookup(pid, first["start_date"]).fillna(first_admin_by_row).astype("datetime64[ns]")
+    first_start = _lookup(pid, first["start_date"])
+    if settings.index_event == "first_administration":
+        index_date = first_admin_by_row.fillna(first_start)
+    else:
+        index_date = first_start.fillna(first_admin_by_row)
+    patients["index_date"] = index_date.astype("datetime64[ns]")
     patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
     patients["index_stop_reason"] = _lookup(pid, first["stop_reason"])
     if patients["index_date"].isna().all():

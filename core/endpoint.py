@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class Row:
-    """One reported quantity (one row of the results frame, before the core adds its context)."""
+    """One reported quantity (one row of the results frame, before the core adds its context).
+
+    ``estimate`` is in the measure's own unit (a proportion in 0-1, not a percentage; a rate per
+    person-year; a time in months), ``low``/``high`` its interval of kind ``interval`` (``IQR``,
+    ``range``, ``SD``, ``95% CI``), ``n`` the patients or pairs it is computed on, ``count`` the
+    numerator of a proportion or the events of a rate. Build rows with :mod:`endpointkit.stats`.
+    """
 
     measure: str
     stat: str
@@ -61,7 +67,11 @@ def excluded_by_reason(patient_ids: pd.Series, reasons: pd.Series) -> dict[str, 
 
 @dataclass(frozen=True)
 class Context:
-    """Study-wide settings an endpoint needs besides its own params."""
+    """Study-wide settings an endpoint needs besides its own params.
+
+    ``quantile_method``: numpy method for every median/IQR; ``paired_test``: the Wilcoxon settings;
+    ``year_days``: days in a year for annualised rates and ages (365.25).
+    """
 
     quantile_method: str
     paired_test: PairedTestSettings

@@ -27,24 +27,26 @@ def register_endpoints() -> Iterable[Any]:
 
 @hookspec
 def register_sources() -> Iterable[Any]:
-    """Register data sources: classes with ``name`` and ``load(path, tables, spec) -> dict``.
+    """Register data sources: objects with ``name``, ``description``, ``describe(table) -> str`` and
+    ``read_table(root, table) -> (DataFrame of text, sha256) | None`` (None when the table is absent).
 
-    :returns: an iterable of source classes; ``data.source`` in a spec names one.
+    :returns: an iterable of sources; ``data.source`` in a spec names one.
     """
 
 
 @hookspec
 def register_criteria() -> Iterable[Any]:
-    """Register cohort criteria: classes with ``name`` (the criterion's key in
-    ``cohort.criteria[i]``), ``Params`` or a value type, and ``keep(cohort_frame, value, ctx)``.
+    """Register cohort criteria: objects with ``name`` (the criterion's key in
+    ``cohort.criteria[i]``), ``description``, ``validate(value, path) -> value``,
+    ``keep(patients, value) -> boolean Series`` and optionally ``json_schema`` (for ``endpointkit schema``).
 
-    :returns: an iterable of criterion classes.
+    :returns: an iterable of criteria.
     """
 
 
 @hookspec
 def register_renderers() -> Iterable[Any]:
-    """Register table renderers: classes with ``name``, ``suffix`` and ``render(table, spec)``.
+    """Register table renderers: objects with ``name``, ``suffix``, ``description`` and ``render(table) -> str``.
 
-    :returns: an iterable of renderer classes; ``--format`` and ``table.format`` name one.
+    :returns: an iterable of renderers; ``--format`` and ``table.format`` name one.
     """

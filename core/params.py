@@ -58,7 +58,7 @@ class Duration:
 
     @property
     def days(self) -> int:
-        """Whole days: N months = round(N x 365.25/12) days (endpoints.md, pinned details)."""
+        """Whole days: N months = round(N x 365.25/12) days (docs/endpoints/README.md)."""
         factor = {"days": 1, "weeks": 7, "months": MONTH_DAYS, "years": 365.25}[self.unit]
         return int(round(self.amount * factor))
 

@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import stat
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,7 @@ import yaml
 
 from .errors import SpecError, suggest
 from .manager import Plugins, get_plugin_manager
-from .params import build_params, param, params_dict
+from .params import build_params, coerce, param, params_dict, to_plain
 from .reading import DataReading, data_reading
 from .stats import QUANTILE_METHODS, PairedTestSettings
 
@@ -55,8 +56,13 @@ class DataSection:
 
 @dataclass(frozen=True)
 class IndexSection:
-    treatment: str = param("IVIG", "Treatment whose first start is the index date.")
-    event: Literal["first_start"] = param("first_start", "Which event of that treatment is the index date.")
+    treatment: str = param("IVIG", "Treatment (matched case-insensitively) that defines the index date.")
+    event: Literal["first_start", "first_administration"] = param(
+        "first_start",
+        "Which event of that treatment is the index date: first_start = the start_date of its first course "
+        "(else its first administration); first_administration = its first administration (else the start_date "
+        "of its first course).",
+    )
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class Spec:
     paired_test: PairedTestSettings
     table: TableSection
     plugin_files: tuple[Path, ...]
+    defaults: dict = field(default_factory=dict)
     variant: str = "primary"
     variants: tuple[Spec, ...] = ()
     variant_settings: dict = field(default_factory=dict)
@@ -185,6 +192,7 @@ class Spec:
                 "grace_days": self.cohort.grace_days,
                 "relapses": params_dict(self.cohort.relapses),
             },
+            "defaults": {key: to_plain(value) for key, value in self.defaults.items()},
             "endpoints": [
                 {"id": e.id, "plugin": e.plugin, "params": params_dict(e.params)} for e in self.endpoints
             ],
@@ -361,7 +369,7 @@ def _read_one_spec_file(path: Path) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- validation
 
-TOP_LEVEL = ("study", "data", "cohort", "endpoints", "statistics", "table", "sensitivity", "plugins")
+TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins")
 ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
@@ -401,7 +409,46 @@ def _cohort(raw: dict, plugins: Plugins, cutoff: dt.date | None) -> CohortSettin
     )
 
 
-def _endpoints(raw: dict, plugins: Plugins) -> tuple[EndpointSpec, ...]:
+def _defaults(raw: dict, plugins: Plugins) -> dict[str, Any]:
+    """``defaults:``: study-wide parameter values, each checked against every endpoint having it.
+
+    A key that no endpoint of the spec has is an error (a default that changes nothing is a typo
+    or a forgotten endpoint); a value must be valid for every endpoint it applies to.
+    """
+    defaults = raw.get("defaults")
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        raise SpecError("defaults", f"expected a mapping of parameter names to values, e.g. {{post_lag_days: 90}}, got {defaults!r}")
+    items = raw.get("endpoints") if isinstance(raw.get("endpoints"), list) else []
+    classes = [plugins.endpoints.get(e["plugin"], f"endpoints[{i}].plugin") for i, e in enumerate(items)
+               if isinstance(e, dict) and isinstance(e.get("plugin"), str)]
+    names = sorted({f.name for cls in classes for f in dataclasses.fields(cls.Params)})
+    resolved = {}
+    for key, value in defaults.items():
+        path = f"defaults.{key}"
+        targets = [cls for cls in classes if key in {f.name for f in dataclasses.fields(cls.Params)}]
+        if not targets:
+            raise SpecError(path, f"no endpoint of this spec has a parameter '{key}'{suggest(str(key), names)}; "
+                                  f"parameters of its endpoints: {', '.join(names) or 'none'}")
+        for cls in targets:
+            field_ = {f.name: f for f in dataclasses.fields(cls.Params)}[key]
+            coerce(value, typing.get_type_hints(cls.Params)[key], f"{path} (for plugin {cls.name})", field_)
+        resolved[key] = value
+    return resolved
+
+
+def _reached_by_default(spec: Spec, name: str) -> list[str]:
+    """Ids of the endpoints that take parameter ``name`` from ``defaults`` (they do not set their own)."""
+    reached = []
+    for item, endpoint in zip(spec.raw.get("endpoints") or [], spec.endpoints):
+        own = item.get("params") if isinstance(item, dict) else None
+        if name in {f.name for f in dataclasses.fields(endpoint.params)} and name not in (own or {}):
+            reached.append(endpoint.id)
+    return reached
+
+
+def _endpoints(raw: dict, plugins: Plugins, defaults: dict[str, Any]) -> tuple[EndpointSpec, ...]:
     items = raw.get("endpoints")
     if items is None:
         raise SpecError("endpoints", "missing: list at least one endpoint, e.g. [{id: arr, plugin: arr_change}]")
@@ -427,7 +474,13 @@ def _endpoints(raw: dict, plugins: Plugins) -> tuple[EndpointSpec, ...]:
         if endpoint_id in seen:
             raise SpecError(f"{path}.id", f"duplicate endpoint id '{endpoint_id}' (also endpoints[{seen[endpoint_id]}])")
         seen[endpoint_id] = i
-        params = build_params(endpoint.Params, item.get("params"), f"{path}.params")
+        own = item.get("params")
+        if isinstance(own, dict) or own is None:  # spec-level defaults fill what the endpoint leaves unset
+            fields = {f.name for f in dataclasses.fields(endpoint.Params)}
+            inherited = {k: v for k, v in defaults.items() if k in fields and k not in (own or {})}
+            if inherited:
+                own = {**(own or {}), **inherited}
+        params = build_params(endpoint.Params, own, f"{path}.params")
         if item.get("title") is not None and not isinstance(item["title"], str | int | float):
             raise SpecError(f"{path}.title", f"expected a title (text), got {item['title']!r}")
         title = item.get("title") or endpoint.title or plugin_name
@@ -483,7 +536,8 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     if table.format not in plugins.renderers:
         plugins.renderers.get(table.format, "table.format")
     cohort = _cohort(raw, plugins, cutoff)
-    endpoints = _endpoints(raw, plugins)
+    defaults = _defaults(raw, plugins)
+    endpoints = _endpoints(raw, plugins, defaults)
     ids = {e.id for e in endpoints}
     for i, item in enumerate(table.show):
         if item.split(".")[0] not in ids:
@@ -492,7 +546,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
         path=path, raw=raw, sha256=sha256, study=study, data=data, data_path=data_path.resolve(),
         cohort=cohort, endpoints=endpoints, statistics=statistics,
         paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
-        plugin_files=files, variant=variant, plugins=plugins, reading=reading,
+        plugin_files=files, defaults=defaults, variant=variant, plugins=plugins, reading=reading,
     )
 
 
@@ -519,6 +573,10 @@ def load_spec(path: str | Path, *, data: str | Path | None = None, plugins: Plug
         try:
             variant = validate(_apply(raw, settings, name, i), path=path, sha256=sha, plugins=plugins,
                                data_override=data_override, variant=name)
+            for key in settings:
+                if str(key).startswith("defaults.") and not _reached_by_default(variant, str(key).split(".", 1)[1]):
+                    raise SpecError(f"set.{key}", "changes no endpoint: every endpoint with this parameter sets its own "
+                                                  "value, which a default does not replace; set <endpoint id>.<param> instead")
         except SpecError as exc:
             raise SpecError(f"sensitivity variant '{name}' (set {settings})", str(exc)) from None
         variants.append(variant)
@@ -584,8 +642,8 @@ def _target(raw: dict, dotted: str, where: str, primary: Spec | None = None) -> 
     head = parts[0]
     if head == "data" and parts[1] != "cutoff":
         raise SpecError(where, f"'{dotted}' cannot vary: every variant analyses the same loaded data; "
-                               "expected data.cutoff, cohort.<...>, statistics.<...>, table.<...> or <endpoint id>.<param>")
-    if head in ("cohort", "statistics", "data", "table"):
+                               "expected data.cutoff, cohort.<...>, statistics.<...>, table.<...>, defaults.<param> or <endpoint id>.<param>")
+    if head in ("cohort", "statistics", "data", "table", "defaults"):
         node = raw.setdefault(head, {}) if isinstance(raw.get(head), dict) or head not in raw else raw[head]
         for part in parts[1:-1]:
             if not isinstance(node, dict):

@@ -15,6 +15,12 @@ from scipy import stats
 
 from .endpoint import Row
 
+__all__ = [
+    "QUANTILE_METHODS", "KaplanMeier", "PairedTestSettings", "count_row", "exact_proportion_ci", "km_landmark_row",
+    "km_median_row", "median_row", "paired_test_row", "poisson_rate_row", "proportion_row", "quartiles",
+    "resolve_wilcoxon_method", "signed_rank_row",
+]
+
 QUANTILE_METHODS = (
     "linear",
     "weibull",
@@ -34,7 +40,7 @@ QUANTILE_METHODS = (
 
 @dataclass(frozen=True)
 class PairedTestSettings:
-    """``statistics.paired_test``: the scipy.stats.wilcoxon settings."""
+    """``statistics.paired_test``: the scipy.stats.wilcoxon settings (zero_method, method, correction)."""
 
     zero_method: str = "wilcox"
     method: str = "auto"
@@ -47,7 +53,8 @@ def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def quartiles(values: Sequence[float] | np.ndarray, method: str = "linear") -> tuple[float, float, float]:
-    """(Q1, median, Q3) with numpy's quantile ``method`` (linear = R type 7, weibull = SPSS, ...)."""
+    """(Q1, median, Q3) of the non-missing values, in their unit, with numpy's quantile ``method``
+    (linear = R type 7, weibull = SPSS, averaged_inverted_cdf = SAS/Stata); NaNs when there are none."""
     array = _clean(values)
     if array.size == 0:
         return (np.nan, np.nan, np.nan)
@@ -56,7 +63,11 @@ def quartiles(values: Sequence[float] | np.ndarray, method: str = "linear") -> t
 
 
 def median_row(measure: str, values, method: str, *, summary: str = "median_iqr", label: str | None = None, unit: str = "") -> Row:
-    """Median [IQR] (or median (range), or mean (SD)) of the non-missing values."""
+    """Median [IQR] (``summary='median_iqr'``), median (range) or mean (SD) of the non-missing values.
+
+    The row keeps the values' unit (say so in ``label``/``unit``: "years", "months"); ``method`` is a
+    numpy quantile method (``ctx.quantile_method``); ``n`` counts the non-missing values.
+    """
     array = _clean(values)
     n = int(array.size)
     if summary == "mean_sd":
@@ -73,7 +84,8 @@ def median_row(measure: str, values, method: str, *, summary: str = "median_iqr"
 
 
 def proportion_row(measure: str, count: int, n: int, *, label: str | None = None) -> Row:
-    """count/n with the exact Clopper-Pearson 95% CI of ``binomtest(...).proportion_ci()``."""
+    """``count``/``n`` (a proportion in 0-1, not a percentage) with the exact Clopper-Pearson 95% CI
+    of ``scipy.stats.binomtest(count, n).proportion_ci()``; n = 0 gives a blank estimate."""
     count, n = int(count), int(n)
     if n == 0:
         return Row(measure=measure, stat="proportion", count=0, n=0, estimate=None, interval="95% CI", label=label)
@@ -86,17 +98,20 @@ def proportion_row(measure: str, count: int, n: int, *, label: str | None = None
 
 @functools.lru_cache(maxsize=4096)
 def exact_proportion_ci(count: int, n: int) -> tuple[float, float]:
-    """Clopper-Pearson 95% CI; cached because variants repeat the same (count, n) many times."""
+    """(low, high) Clopper-Pearson 95% CI of count/n, as proportions in 0-1; cached because variants
+    repeat the same (count, n) many times."""
     ci = stats.binomtest(count, n).proportion_ci(confidence_level=0.95, method="exact")
     return float(ci.low), float(ci.high)
 
 
 def count_row(measure: str, count: int, n: int, *, label: str | None = None) -> Row:
+    """A count (``estimate`` = count) over ``n`` patients, e.g. events or patients analysed."""
     return Row(measure=measure, stat="count", n=int(n), estimate=float(count), label=label)
 
 
 def poisson_rate_row(measure: str, events: int, person_years: float, n: int, *, label: str | None = None, per: float = 1.0, unit: str = "") -> Row:
-    """Crude rate Σevents/ΣPY (times ``per``) with the exact Poisson 95% CI (chi-square limits)."""
+    """Crude rate Σevents / Σperson-years (years, not days), times ``per`` (100 for "per 100
+    patient-years"), with the exact Poisson 95% CI (chi-square limits; lower limit 0 without events)."""
     if person_years <= 0:
         return Row(measure=measure, stat="rate", n=n, count=events, estimate=None, interval="95% CI", label=label, unit=unit)
     low = stats.chi2.ppf(0.025, 2 * events) / (2 * person_years) if events > 0 else 0.0
@@ -151,10 +166,13 @@ def _signed_rank_permutation_p(diff: np.ndarray, zero_method: str) -> float:
 
 
 def paired_test_row(measure: str, pre, post, settings: PairedTestSettings, *, label: str | None = None) -> Row:
-    """Wilcoxon signed-rank on ``post - pre`` over complete pairs (scipy.stats.wilcoxon).
+    """Wilcoxon signed-rank on ``post - pre`` over complete pairs (scipy.stats.wilcoxon), two-sided.
 
     For values whose difference is exact in floating point (EDSS steps of 0.5). Where a difference
     must be computed exactly first (rates, log ratios), compute it and call :func:`signed_rank_row`.
+    ``pre`` and ``post`` are aligned per patient (NaN = missing; the pair is dropped); ``n`` = complete
+    pairs, zero differences included; ``estimate`` = the statistic. ``test`` records the settings,
+    the method that actually ran, the pairs and the zero differences.
     """
     pre_a, post_a = np.asarray(pre, dtype=float), np.asarray(post, dtype=float)
     keep = ~(np.isnan(pre_a) | np.isnan(post_a))
@@ -197,7 +215,11 @@ def signed_rank_row(measure: str, diff, settings: PairedTestSettings, *, label: 
 
 @dataclass(frozen=True)
 class KaplanMeier:
-    """A Kaplan-Meier fit from ``scipy.stats.ecdf`` on right-censored data, log-log 95% CI."""
+    """A Kaplan-Meier fit from ``scipy.stats.ecdf`` on right-censored data, log-log 95% CI.
+
+    Times are in months (days / (365.25/12)): the landmark and median rows built from a fit say
+    "months", so times in days would print a median of 1861 days as "1861.0 months".
+    """
 
     times: np.ndarray
     events: np.ndarray
@@ -208,6 +230,8 @@ class KaplanMeier:
 
     @classmethod
     def fit(cls, times, events) -> KaplanMeier:
+        """Fit S(t) from each patient's time in months and whether it ended in the event (True)
+        or was censored (False)."""
         t = np.asarray(times, dtype=float)
         e = np.asarray(events, dtype=bool)
         if t.size == 0:
@@ -227,7 +251,7 @@ class KaplanMeier:
         return before if i < 0 else float(values[i])
 
     def survival(self, t: float) -> tuple[float, float, float]:
-        """S(t) and its log-log 95% CI (1, nan, nan before the first event)."""
+        """S(t) at ``t`` months and its log-log 95% CI (1, nan, nan before the first event)."""
         s = self._step(self.sf, t, 1.0)
         low = self._step(self.lower, t, np.nan)
         high = self._step(self.upper, t, np.nan)
@@ -236,6 +260,7 @@ class KaplanMeier:
         return s, low, high
 
     def at_risk(self, t: float) -> int:
+        """Patients whose time is at least ``t`` months."""
         return int((self.times >= t).sum())
 
     def _first_time_at_or_below_half(self, curve: np.ndarray) -> float | None:
@@ -243,7 +268,8 @@ class KaplanMeier:
         return float(self.sf_times[hits[0]]) if hits.size else None
 
     def median(self) -> tuple[float | None, float | None, float | None]:
-        """Median and CI: first times at which S, the lower band and the upper band reach <= 0.5."""
+        """Median time in months and its CI: the first times at which S, the lower band and the
+        upper band reach <= 0.5 (None where a curve never does)."""
         if self.sf.size == 0:
             return None, None, None
         return (
@@ -254,6 +280,7 @@ class KaplanMeier:
 
 
 def km_landmark_row(measure: str, km: KaplanMeier, t: float, *, label: str | None = None) -> Row:
+    """S(t) at ``t`` months (the fit's time unit) with its log-log 95% CI; n = patients at risk at t."""
     s, low, high = km.survival(t)
     return Row(
         measure=measure, stat="km", n=km.at_risk(t), estimate=s if km.times.size else None,
@@ -263,6 +290,7 @@ def km_landmark_row(measure: str, km: KaplanMeier, t: float, *, label: str | Non
 
 
 def km_median_row(measure: str, km: KaplanMeier, *, label: str | None = None, unit: str = "months") -> Row:
+    """Median time in months (the fit's time unit) with its CI; count = events, n = patients."""
     med, low, high = km.median()
     return Row(
         measure=measure, stat="km_median", n=int(km.times.size), count=int(km.events.sum()), estimate=med,

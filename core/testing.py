@@ -44,14 +44,14 @@ def make_data(**tables: list[dict[str, Any]] | pd.DataFrame) -> CohortData:
 
 
 def make_settings(
-    *, index_treatment: str = "IVIG", follow_up_end: str = "treatment_end", grace_days: int = 90,
+    *, index_treatment: str = "IVIG", index_event: str = "first_start", follow_up_end: str = "treatment_end", grace_days: int = 90,
     merge_within_days: int = 30, exclude_pseudo: bool = True, only_confirmed: bool = False,
     cutoff: str | None = None, criteria: tuple = (),
 ) -> CohortSettings:
     import datetime as dt
 
     return CohortSettings(
-        index_treatment=index_treatment, index_event="first_start", criteria=criteria,
+        index_treatment=index_treatment, index_event=index_event, criteria=criteria,
         follow_up_end=follow_up_end, grace_days=grace_days,
         relapses=RelapseSection(merge_within_days=merge_within_days, exclude_pseudo=exclude_pseudo, only_confirmed=only_confirmed),
         cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,

@@ -15,6 +15,7 @@ class Where:
 
     name = "where"
     description = "Keep patients matching an expression over patient columns, e.g. \"antibody_status == 'positive'\"."
+    json_schema = {"type": "string", "minLength": 1}
 
     def validate(self, value, path: str) -> Expression:
         if not isinstance(value, str):
@@ -30,6 +31,7 @@ class MinTreatmentMonths:
 
     name = "min_treatment_months"
     description = "Keep patients with (treatment end - index) >= M months (treatment_end rule)."
+    json_schema = {"type": "number", "minimum": 0, "maximum": MAX_MONTHS}
 
     def validate(self, value, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_MONTHS:

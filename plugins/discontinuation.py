@@ -1,6 +1,6 @@
 """``discontinuation``: stopping the index treatment (descriptive, or Kaplan-Meier persistence).
 
-Definitions (endpoints.md, pinned detail 8):
+Definitions (docs/endpoints/discontinuation.md):
 
 * the index course *ended* when its ``end_date`` is on or before follow-up end;
 * *stopped* (= discontinued) = ended and, when ``reasons`` is given, ``stop_reason`` matches one of them
@@ -82,7 +82,7 @@ def compute_discontinuation(cohort, params: DiscontinuationParams) -> pd.DataFra
     frame["discontinued"] = stopped
     stop_months = (end - index).dt.days / MONTH_DAYS
     frame["time_to_discontinuation_months"] = stop_months.where(stopped)
-    # KM: a matching stop is the event; everyone else is censored at follow-up end (endpoints.md)
+    # KM: a matching stop is the event; everyone else is censored at follow-up end (docs/endpoints/discontinuation.md)
     frame["km_time_months"] = stop_months.where(stopped, (fu_end - index).dt.days / MONTH_DAYS)
     frame["km_event"] = stopped
     return frame[PER_PATIENT]

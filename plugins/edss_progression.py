@@ -1,6 +1,6 @@
 """``edss_progression``: disability (EDSS) at baseline and at the last follow-up, worsening and improvement.
 
-Definitions follow endpoints.md (section ``edss_progression`` and pinned detail 6). Choices where the
+Definitions follow docs/endpoints/edss_progression.md. Choices where the
 contract is silent (each also stated in the result's ``notes``):
 
 * Several scores of one patient on the same day: the one on the later CSV line is used (counted per

@@ -1,6 +1,6 @@
 """``relapse_free``: patients without a relapse after the index date (crude, or Kaplan-Meier).
 
-Definitions (endpoints.md, pinned detail 5):
+Definitions (docs/endpoints/relapse_free.md):
 
 * post window = ``(index + post_lag_days, follow-up end]``; crude relapse-free = no relapse onset in it,
   a proportion over every patient of the endpoint with the exact Clopper-Pearson 95% CI;

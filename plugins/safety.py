@@ -1,6 +1,6 @@
 """``safety``: treatment-emergent adverse events.
 
-Definitions (endpoints.md, pinned detail 9) and the choices made where the contract is silent:
+Definitions (docs/endpoints/safety.md) and the choices made where the contract is silent:
 
 * An event is treatment-emergent when its onset lies in ``[index, follow-up end + te_window_days]``
   (both ends included). Events outside the window are not counted; their number is stated in the notes

@@ -1,6 +1,6 @@
 """``titer_reduction``: antibody titers before vs after the index date.
 
-Definitions (endpoints.md, pinned detail 7):
+Definitions (docs/endpoints/titer_reduction.md):
 
 * pre = the last titer in ``[index - pre_window_days, index]`` (a titer on the index day is pre);
   post = the last titer in ``(index, follow-up end]``, or under ``nadir`` the lowest (a negative ranks

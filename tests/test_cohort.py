@@ -196,3 +196,49 @@ def test_implausible_birth_and_onset_dates_are_reported_and_not_used_for_age_or_
     assert quality.loc["onset_before_birth", "reason"] == "onset_date before birth_date"
     assert quality.loc["onset_before_birth", "action"] == "onset_date not used: disease duration not computed"
     assert "ok" not in quality.index and "old_130" not in quality.index
+
+
+def test_index_event_first_administration_takes_the_first_infusion_else_the_course_start():
+    treatments = [
+        {"patient_id": "a", "treatment": "IVIG", "start_date": "2015-01-01", "end_date": "2016-01-01"},
+        {"patient_id": "b", "treatment": "IVIG", "start_date": "2015-01-01"},
+    ]
+    admins = [  # b's first infusion is 10 days after the recorded start; a has no infusion on record
+        {"patient_id": "b", "treatment": "ivig", "date": "2015-01-21"},
+        {"patient_id": "b", "treatment": "IVIG", "date": "2015-01-11"},
+        {"patient_id": "b", "treatment": "azathioprine", "date": "2014-01-01"},
+    ]
+    by_start = make_cohort(make_settings(), patients=P[:2], treatments=treatments, administrations=admins)
+    by_admin = make_cohort(make_settings(index_event="first_administration"), patients=P[:2], treatments=treatments, administrations=admins)
+    start = by_start.patients.set_index("patient_id")["index_date"]
+    admin = by_admin.patients.set_index("patient_id")["index_date"]
+    assert start.to_dict() == {"a": pd.Timestamp("2015-01-01"), "b": pd.Timestamp("2015-01-01")}
+    assert admin.to_dict() == {"a": pd.Timestamp("2015-01-01"), "b": pd.Timestamp("2015-01-11")}
+
+
+def test_first_administration_makes_the_administrations_table_required(tmp_path):
+    import shutil
+
+    import yaml
+    from paths import DEMO_DATA, DEMO_SPEC
+
+    from endpointkit.engine import load_spec_data
+    from endpointkit.errors import DataError
+    from endpointkit.spec import load_spec
+
+    data = tmp_path / "data"
+    shutil.copytree(DEMO_DATA, data)
+    (data / "administrations.csv").unlink()
+    raw = yaml.safe_load(DEMO_SPEC.read_text())
+    raw["data"]["path"] = str(data)
+    raw["endpoints"] = [{"id": "arr", "plugin": "arr_change"}]
+    for event, fails in (("first_start", False), ("first_administration", True)):
+        raw["cohort"]["index"]["event"] = event
+        path = tmp_path / f"{event}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        spec = load_spec(path)
+        if fails:
+            with pytest.raises(DataError, match="administrations: table not found"):
+                load_spec_data(spec, spec.plugins)
+        else:
+            load_spec_data(spec, spec.plugins)

@@ -34,3 +34,24 @@ def test_console_script_is_declared():
     assert project["requires-python"] == ">=3.11"
     for dependency in ("pluggy", "pandas", "scipy", "pyyaml", "tabulate"):
         assert any(d.startswith(dependency + ">=") for d in project["dependencies"]), dependency
+
+
+def test_the_licence_is_an_spdx_expression_and_building_prints_no_warning(tmp_path):
+    """setuptools deprecated the ``license = {text = ...}`` table; the SPDX string builds cleanly."""
+    import subprocess
+    import zipfile
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, check=True,
+    )
+    output = built.stdout + built.stderr
+    for word in ("BuildBackendWarning", "DeprecationWarning", "deprecated"):
+        assert word not in output, output
+    (wheel,) = tmp_path.glob("endpointkit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata
+    assert "Requires-Dist: jsonschema" in metadata  # in the test extra
