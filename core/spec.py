@@ -100,17 +100,35 @@ class PairedTestSection:
 
 @dataclass(frozen=True)
 class TableSection:
-    format: str = param("github", "Renderer for the printed table: github, plain, latex, html.")
-    decimals: int = param(1, "Decimals of medians, means and rates.", max=6)
-    percent_decimals: Literal["auto", 0, 1, 2] = param("auto", "Decimals of percentages; auto = 0 below 100 patients, else 1.")
+    format: str = param("github", "Renderer for the printed table: github, plain, latex, html, docx, xlsx.")
+    decimals: int | dict[str, int] = param(1, "Decimals of medians, means and rates: a number, or a mapping by `default`, endpoint id or `id.measure` (ratios default to 2).", max=6)
+    percent_decimals: Literal["auto", 0, 1, 2] = param("auto", "Decimals of percentages; auto = 0 when the endpoint's largest n is below 100, else 1 (one precision per endpoint).")
     p_style: Literal["nejm", "ama"] = param("nejm", "p-value style: nejm (<0.001, 0.006, 0.04) or ama (P<.001).")
     brackets: Literal["[]", "()"] = param("[]", "Brackets around an IQR or range.")
-    show_ci: bool = param(False, "Show the 95% CI of proportions.")
+    show_ci: bool | Literal["outcomes"] | list[str] = param(False, "Show the 95% CI of proportions: true, false, `outcomes` (every endpoint but Table 1 characteristics) or a list of endpoint ids / `id.measure`.")
     show: list[str] = param([], "Endpoint ids or `id.measure` to show (default: everything).")
     labels: dict[str, str] = param({}, "`id.measure` -> row label.")
     footnotes: bool = param(True, "Print footnotes stating definitions, tests and the quantile method.")
     notes: list[str] = param([], "Extra footnotes printed under the table.")
     title: str | None = param(None, "Table title (default: the study title).")
+
+    def check(self, path: str) -> None:
+        if isinstance(self.decimals, dict):
+            for key, value in self.decimals.items():
+                if not 0 <= value <= 6:
+                    raise SpecError(f"{path}.decimals.{key}", f"expected a number of decimals from 0 to 6, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DisclosureSection:
+    """Small-cell suppression and rounding of every count that leaves (off unless set)."""
+
+    min_count: int | None = param(None, "Counts from 1 to min_count - 1 are suppressed (shown as <min_count), with secondary suppression; null = off.", min=2, max=1000)
+    round_to: int | None = param(None, "Round every released count to the nearest multiple of this (e.g. 5); null = off.", min=1, max=1000)
+
+    @property
+    def active(self) -> bool:
+        return self.min_count is not None or self.round_to is not None
 
 
 # --------------------------------------------------------------------------- typed spec
@@ -159,6 +177,7 @@ class Spec:
     table: TableSection
     plugin_files: tuple[Path, ...]
     defaults: dict = field(default_factory=dict)
+    disclosure: DisclosureSection = field(default_factory=DisclosureSection)
     variant: str = "primary"
     variants: tuple[Spec, ...] = ()
     variant_settings: dict = field(default_factory=dict)
@@ -192,6 +211,7 @@ class Spec:
             ],
             "statistics": {**params_dict(self.statistics), "paired_test": dataclasses.asdict(self.paired_test)},
             "table": params_dict(self.table),
+            "disclosure": params_dict(self.disclosure),
         }
 
 
@@ -363,7 +383,7 @@ def _read_one_spec_file(path: Path) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- validation
 
-TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins")
+TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins", "disclosure")
 ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
@@ -525,6 +545,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     statistics = _section(StatisticsSection, raw, "statistics")
     paired = build_params(PairedTestSection, statistics.paired_test, "statistics.paired_test")
     table = _section(TableSection, raw, "table")
+    disclosure = _section(DisclosureSection, raw, "disclosure")
     if table.format not in plugins.renderers:
         plugins.renderers.get(table.format, "table.format")
     cohort = _cohort(raw, plugins, cutoff)
@@ -538,7 +559,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
         path=path, raw=raw, sha256=sha256, study=study, data=data, data_path=data_path.resolve(),
         cohort=cohort, endpoints=endpoints, statistics=statistics,
         paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
-        plugin_files=files, defaults=defaults, variant=variant, plugins=plugins,
+        plugin_files=files, defaults=defaults, disclosure=disclosure, variant=variant, plugins=plugins,
     )
 
 
