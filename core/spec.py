@@ -555,6 +555,13 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     for i, item in enumerate(table.show):
         if item.split(".")[0] not in ids:
             raise SpecError(f"table.show[{i}]", f"unknown endpoint id '{item}'{suggest(item, ids)}; ids: {', '.join(sorted(ids))}")
+    for i, item in enumerate(table.show_ci if isinstance(table.show_ci, list) else []):
+        if item.split(".")[0] not in ids:
+            raise SpecError(f"table.show_ci[{i}]", f"unknown endpoint id '{item}'{suggest(item, ids)}; ids: {', '.join(sorted(ids))}")
+    for key in table.decimals if isinstance(table.decimals, dict) else {}:
+        if key != "default" and key.split(".")[0] not in ids:
+            raise SpecError(f"table.decimals.{key}", f"expected 'default', an endpoint id or 'id.measure'; "
+                            f"unknown endpoint id '{key}'{suggest(key, [*ids, 'default'])}; ids: {', '.join(sorted(ids))}")
     return Spec(
         path=path, raw=raw, sha256=sha256, study=study, data=data, data_path=data_path.resolve(),
         cohort=cohort, endpoints=endpoints, statistics=statistics,
