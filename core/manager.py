@@ -25,6 +25,7 @@ from .errors import SpecError, suggest
 DEFAULT_PLUGINS = (
     "endpointkit.plugins.sources",
     "endpointkit.plugins.renderers",
+    "endpointkit.plugins.office",
     "endpointkit.plugins.criteria",
     "endpointkit.plugins.characteristics",
     "endpointkit.plugins.arr_change",

@@ -629,7 +629,7 @@ def test_an_output_folder_under_a_regular_file_is_refused_before_any_computation
 
 @pytest.mark.parametrize(
     ("plot", "expected"),
-    [("forest.pdf", "--plot: expected a .png or .svg file name, got forest.pdf"),
+    [("forest.gif", "--plot: expected a .png, .svg or .pdf file name, got forest.gif"),
      ("study.yaml/forest.png", "--plot: cannot write to the output folder")],
 )
 def test_a_bad_plot_path_is_refused_before_any_computation(cli, study, plot, expected):
