@@ -69,7 +69,7 @@ def km_figure(km: KaplanMeier, *, title: str, ylabel: str = "Survival probabilit
     x[-1] = horizon
     ax.step(x, y, where="post", color="#1f4e79", linewidth=1.6, label="Kaplan-Meier estimate")
     ax.fill_between(x, low, high, step="post", color="#1f4e79", alpha=0.15, linewidth=0, label="95% CI (log-log)")
-    censored = km.times[~km.events]
+    censored = np.unique(km.times[~km.events])  # one mark per distinct time: a registry has thousands
     if censored.size and (policy is None or not policy.active):
         steps = np.searchsorted(km.sf_times, censored, side="right") - 1  # S(t) at each censoring time
         at = np.where(steps < 0, 1.0, km.sf[np.maximum(steps, 0)] if km.sf.size else 1.0)
@@ -238,13 +238,14 @@ def figures(results: Results) -> dict[str, Figure]:
     return out
 
 
-def figure_files(results: Results, formats: tuple[str, ...] = ("png",)) -> dict[str, bytes]:
-    """Every figure rendered to bytes, by file name (``km_relapse_free_....png``, ``consort.pdf``)."""
+def figure_files(results: Results, formats: tuple[str, ...] = ("png",), dpi: int = 200) -> dict[str, bytes]:
+    """Every figure rendered to bytes, by file name (``km_relapse_free_....png``, ``consort.pdf``);
+    ``dpi`` sets the resolution of PNGs (200 for print, less for a screen)."""
     files = {}
     for stem, fig in figures(results).items():
         for fmt in formats:
             stream = io.BytesIO()
-            fig.savefig(stream, format=fmt, dpi=150, metadata=_metadata(fmt), bbox_inches="tight", pad_inches=0.15)
+            fig.savefig(stream, format=fmt, dpi=dpi, metadata=_metadata(fmt), bbox_inches="tight", pad_inches=0.15)
             files[f"{stem}.{fmt}"] = stream.getvalue()
         pyplot().close(fig)
     return files

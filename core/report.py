@@ -86,6 +86,18 @@ def _quality_summary(quality: pd.DataFrame) -> pd.DataFrame:
     return quality.groupby(["table", "reason", "action"], sort=False, dropna=False).size().reset_index(name="records")
 
 
+def notebook_html(results: Results) -> str:
+    """What a notebook shows for a Results object (no figures: ``results.figure(...)`` draws them)."""
+    from .render import build_table
+    from .sensitivity import side_by_side_table
+
+    parts = [f'<div class="endpointkit"><h3>{_e(results.spec.study.title)}</h3>', table_html(build_table(results.primary)),
+             "<details><summary>Attrition</summary>", frame_html(results.attrition), "</details>"]
+    if len(results.variants) > 1:
+        parts += ["<details><summary>Sensitivity analyses</summary>", table_html(side_by_side_table(results)), "</details>"]
+    return "\n".join(parts) + "</div>"
+
+
 def report_html(results: Results, figures: dict[str, bytes] | None = None) -> str:
     """The whole report as one HTML string. ``figures``: PNG bytes by name (drawn when None)."""
     from .figures import figure_files
@@ -94,7 +106,7 @@ def report_html(results: Results, figures: dict[str, bytes] | None = None) -> st
 
     spec = results.spec
     if figures is None:
-        figures = {name: data for name, data in figure_files(results, ("png",)).items()}
+        figures = figure_files(results, ("png",), dpi=90)  # for a screen: small and quick to draw
     title = spec.study.title
     provenance = results.provenance
     body = [

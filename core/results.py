@@ -253,6 +253,48 @@ class Results:
 
         return render_side_by_side(self, format or self.spec.table.format)
 
+    def write(self, folder, formats=(), *, figures=True, csv_excel: bool = False) -> list:
+        """Write every output file into ``folder``, as ``endpointkit run -o`` does (all or none).
+
+        :param formats: a table format or a list (``github``, ``docx``, ``xlsx``, ...); each
+            is written as ``table.<suffix>``; default ``table.format``.
+        :param figures: True (PNG), False, or a list of ``png``/``svg``/``pdf``: figures under ``figures/``.
+        :param csv_excel: CSV files with a UTF-8 byte-order mark, for Excel.
+        :returns: the paths written.
+        """
+        from .api import write
+
+        return write(self, folder, formats, figures=figures, csv_excel=csv_excel)
+
+    def figure(self, kind: str = "km", *, endpoint: str | None = None, measure: str | None = None):
+        """A matplotlib Figure: ``km`` (the Kaplan-Meier curve of ``endpoint``, default the first
+        with one), ``consort`` (the attrition diagram) or ``forest`` (``measure`` across variants)."""
+        from .disclosure import Policy
+        from .errors import UsageError
+        from .figures import consort_figure, forest_figure, km_figure
+
+        if kind == "consort":
+            return consort_figure(self.attrition, title=f"Patient flow: {self.spec.study.title}")
+        if kind == "forest":
+            return forest_figure(self, measure)
+        if kind != "km":
+            raise UsageError(f"figure: expected 'km', 'consort' or 'forest', got {kind!r}")
+        curves = {key: km for key, km in self.primary.curves.items() if endpoint in (None, key[0])}
+        if not curves:
+            ids = sorted({key[0] for key in self.primary.curves})
+            raise UsageError(f"figure: no Kaplan-Meier curve for endpoint {endpoint!r}; endpoints with one: {', '.join(ids) or 'none'}")
+        (endpoint_id, title), km = next(iter(curves.items()))
+        policy = Policy.of(self.spec.disclosure)
+        titles = {e.id: e.title for e in self.spec.endpoints}
+        return km_figure(km, title=f"{titles.get(endpoint_id, endpoint_id)}: {title}", ylabel=title,
+                         policy=policy if policy.active else None)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the results table with its footnotes, the attrition and the sensitivity table."""
+        from .report import notebook_html
+
+        return notebook_html(self)
+
     def what_moves(self) -> pd.DataFrame:
         """How far each headline moves from primary per variant (computed once per Results)."""
         if self._what_moves is None:

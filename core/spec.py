@@ -515,12 +515,14 @@ def _plugin_files(raw: dict, base: Path) -> tuple[Path, ...]:
 
 
 def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: Plugins | None = None,
-             data_override: Path | None = None, variant: str = "primary") -> Spec:
-    """Validate a raw spec mapping completely and return the typed :class:`Spec`."""
+             data_override: Path | None = None, variant: str = "primary", base: Path | None = None) -> Spec:
+    """Validate a raw spec mapping completely and return the typed :class:`Spec`.
+
+    Relative paths resolve against the spec file's folder, else ``base``, else the working folder."""
     for key in raw:
         if key not in TOP_LEVEL:
             raise SpecError(str(key), f"unknown top-level key{suggest(key, TOP_LEVEL)}; valid keys: {', '.join(TOP_LEVEL)}")
-    base = path.parent.resolve() if path else Path.cwd()
+    base = path.parent.resolve() if path else (base or Path.cwd()).resolve()
     files = _plugin_files(raw, base)
     if plugins is None:
         plugins = get_plugin_manager(files=files)
@@ -574,17 +576,45 @@ def load_spec(path: str | Path, *, data: str | Path | None = None, plugins: Plug
     """Read, validate and expand a spec file (with its sensitivity variants)."""
     path = Path(path)
     raw, sha = read_spec_file(path)
+    return _load(raw, sha, path=path, base=path.parent.resolve(), data=data, plugins=plugins)
+
+
+def load_spec_mapping(raw: dict, *, base: str | Path | None = None, data: str | Path | None = None,
+                      plugins: Plugins | None = None) -> Spec:
+    """A spec given as a mapping (a dict, or parsed YAML text) rather than a file: relative paths
+    (``data.path``, ``plugins``, ``extends``) resolve against ``base``, by default the working folder."""
+    if not isinstance(raw, dict):
+        raise SpecError("", f"expected a study spec mapping, got {type(raw).__name__}")
+    base = Path(base if base is not None else Path.cwd()).resolve()
+    raw = copy.deepcopy(raw)
+    sha = hashlib.sha256(yaml.safe_dump(raw, sort_keys=True, allow_unicode=True).encode()).hexdigest()
+    extends = raw.pop("extends", None)
+    if extends is not None:
+        if not isinstance(extends, str) or not extends.strip():
+            raise SpecError("extends", f"expected the path of another spec file, got {extends!r}")
+        base_path = (base / extends).resolve()
+        base_raw, base_sha = read_spec_file(base_path)
+        if isinstance(base_raw.get("data"), dict) and "path" in base_raw["data"]:  # keep base-relative paths
+            base_raw["data"] = {**base_raw["data"], "path": str((base_path.parent / str(base_raw["data"]["path"])).resolve())}
+        if isinstance(base_raw.get("plugins"), list):
+            base_raw["plugins"] = [str((base_path.parent / str(p)).resolve()) for p in base_raw["plugins"]]
+        raw = _merge(base_raw, raw)
+        sha = hashlib.sha256((base_sha + sha).encode()).hexdigest()
+    return _load(raw, sha, path=None, base=base, data=data, plugins=plugins)
+
+
+def _load(raw: dict, sha: str, *, path: Path | None, base: Path, data: str | Path | None, plugins: Plugins | None) -> Spec:
+    """Validate a spec and expand its sensitivity variants."""
     data_override = Path(data).resolve() if data is not None else None
-    base = path.parent.resolve()
     if plugins is None:
         plugins = get_plugin_manager(files=_plugin_files(raw, base))
-    primary = validate(raw, path=path, sha256=sha, plugins=plugins, data_override=data_override)
+    primary = validate(raw, path=path, sha256=sha, plugins=plugins, data_override=data_override, base=base)
     expanded = expand_variants(raw, primary)
     variants = []
     for i, (name, settings) in enumerate(expanded):
         try:
             variant = validate(_apply(raw, settings, name, i), path=path, sha256=sha, plugins=plugins,
-                               data_override=data_override, variant=name)
+                               data_override=data_override, variant=name, base=base)
             for key in settings:
                 if str(key).startswith("defaults.") and not _reached_by_default(variant, str(key).split(".", 1)[1]):
                     raise SpecError(f"set.{key}", "changes no endpoint: every endpoint with this parameter sets its own "

@@ -597,7 +597,7 @@ def test_a_required_table_with_only_a_header_is_refused(cli, study, table):
         (("run", "SPEC", "--jobs"), "argument --jobs: expected one argument"),
         (("run", "SPEC", "--jobs", "many"), "argument --jobs: invalid int value: 'many'"),
         (("run", "SPEC", "--jobs", "0"), "--jobs: expected a number of worker processes >= 1"),
-        (("run", "SPEC", "--format", "docx"), "--format: unknown renderer 'docx'"),
+        (("run", "SPEC", "--format", "dox"), "--format: unknown renderer 'dox' (did you mean 'docx'?)"),
         (("run", "SPEC", "--only", "arx"), "--only: unknown endpoint id 'arx' (did you mean 'arr'?)"),
         (("run", "SPEC", "--variant", "primery"), "--variant: unknown variant 'primery' (did you mean 'primary'?)"),
         (("validate",), "the following arguments are required: spec"),

