@@ -49,6 +49,22 @@ def is_wide(headers: list[str], rows: list[list[str]]) -> bool:
     return len(headers) > 4 or sum(widths) > 120
 
 
+def _set_widths(grid, headers: list[str], rows: list[list[str]], section) -> None:
+    """Column widths in proportion to their longest text (Word would otherwise split them evenly)."""
+    usable = section.page_width - section.left_margin - section.right_margin
+    lengths = [min(60, max([6, len(str(h))] + [len(str(r[i])) for r in rows if i < len(r)])) + 4 for i, h in enumerate(headers)]
+    widths = [int(usable * n / sum(lengths)) for n in lengths]
+    grid.autofit = False
+    for column, width in zip(grid.columns, widths, strict=True):
+        column.width = width  # the table grid, which LibreOffice reads
+    for row in grid.rows:  # and each cell, which Word reads
+        cells = row.cells
+        if len({id(c._tc) for c in cells}) < len(cells):  # a merged group row spans the table
+            continue
+        for cell, width in zip(cells, widths, strict=False):
+            cell.width = width
+
+
 class DocxRenderer:
     name = "docx"
     suffix = "docx"
@@ -86,8 +102,10 @@ class DocxRenderer:
                 cells = grid.add_row().cells
                 for cell, text in zip(cells, row, strict=False):
                     cell.text = clean(text)
+        _set_widths(grid, headers, [row for _, rows in groups for row in rows], section)
         for i, note in enumerate(table.footnotes, start=1):
             paragraph = document.add_paragraph()
+            paragraph.paragraph_format.space_after = Pt(2)
             run = paragraph.add_run(f"{i}. {clean(note)}")
             run.font.size = Pt(8)
         stream = io.BytesIO()
