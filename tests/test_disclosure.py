@@ -234,7 +234,7 @@ def test_per_patient_files_are_not_written_and_no_patient_id_leaves(cli, tmp_pat
     assert not (tmp_path / "out" / "per_patient").exists()
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file() and path.suffix in (".csv", ".json", ".md", ".html"):
-            text = path.read_text(encoding="utf-8-sig", errors="ignore")
+            text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", path.read_text(encoding="utf-8-sig", errors="ignore"))
             assert not re.search(r"\bP\d\d\b", text), path.name  # the demo's ids are P01..P23
     quality = pd.read_csv(tmp_path / "out" / "data_quality.csv", dtype=str)
     assert list(quality.columns) == ["table", "reason", "action", "records", "patients"]
@@ -287,3 +287,28 @@ def test_disclosure_is_off_by_default(cli, tmp_path):
     status, out, _ = cli("run", _spec(tmp_path, {}), "-o", tmp_path / "out")
     assert status == 0 and "<5" not in out
     assert (tmp_path / "out" / "per_patient" / "arr.csv").is_file()
+
+
+def test_disclosure_reaches_word_excel_the_report_and_the_figures(cli, tmp_path):
+    import docx
+    import openpyxl
+
+    spec = _spec(tmp_path, {"min_count": 5})
+    for fmt in ("xlsx", "docx"):
+        status, _, err = cli("run", spec, "-o", tmp_path / fmt, "--format", fmt, "--quiet", "--figures", tmp_path / "figs")
+        assert status == 0, err
+    book = openpyxl.load_workbook(tmp_path / "xlsx" / "table.xlsx")
+    results = book["Results"]
+    header = [c.value for c in results[1]]
+    counts = [row[header.index(c)].value for row in results.iter_rows(min_row=2) for c in ("count", "n")]
+    assert not [c for c in counts if c is not None and 1 <= c < 5]
+    shown = [c.value for row in book["Table"].iter_rows() for c in row]
+    assert "<5" in shown and "suppressed" in shown and "4 (20%)" not in shown
+    quality = [[c.value for c in row] for row in book["Data quality"].iter_rows()]
+    assert quality[0] == ["table", "reason", "action", "records", "patients"]
+    cells = {c.text for row in docx.Document(tmp_path / "docx" / "table.docx").tables[0].rows for c in row.cells}
+    assert "<5" in cells and "4 (20%)" not in cells
+    page = re.sub(r"base64,[A-Za-z0-9+/=]+", "", (tmp_path / "docx" / "report.html").read_text())  # text only
+    assert "&lt;5" in page and "4 (20%)" not in page and "P01" not in page
+    attrition = pd.read_csv(tmp_path / "docx" / "attrition.csv", dtype=str)
+    assert attrition["remaining"].tolist() == ["suppressed", "20"]  # 3 excluded in all: the start is hidden
