@@ -128,7 +128,9 @@ def report_html(results: Results, figures: dict[str, bytes] | None = None) -> st
     if results.failures:
         body.append("<h2>Failures</h2><ul>" + "".join(
             f"<li>{_e(f['endpoint'])} ({_e(f['variant'])}): {_e(f['reason'])}</li>" for f in results.failures) + "</ul>")
-    body += ["<h2>Provenance</h2>", f"<pre>{_e(json.dumps(provenance, indent=2, default=str))}</pre>"]
+    # without the run's time and command line (in results.json): the same results give the same report
+    stable = {key: value for key, value in provenance.items() if key != "run"}
+    body += ["<h2>Provenance</h2>", f"<pre>{_e(json.dumps(stable, indent=2, default=str))}</pre>"]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
