@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,6 +98,7 @@ def run(
     variant: str | None = None,
     jobs: int = 1,
     base: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Results:
     """Run a study and return its :class:`~endpointkit.results.Results`.
 
@@ -108,6 +109,7 @@ def run(
     :param variant: run only this sensitivity variant (``"primary"`` for the main analysis).
     :param jobs: worker processes for sensitivity variants.
     :param base: folder for a mapping's or YAML text's relative paths (default: the working folder).
+    :param progress: called as ``progress(done, total, variant name)`` after each variant.
     :raises endpointkit.errors.EndpointkitError: a bad spec, data or argument (its message names where).
     """
     from .engine import run_spec
@@ -117,7 +119,7 @@ def run(
     ids = (only,) if isinstance(only, str) else tuple(only or ())
     loaded = load(spec, data=data, base=base)
     cohort = frames_data(data, loaded) if isinstance(data, Mapping) else None
-    return run_spec(loaded, loaded.plugins, only=ids, variant=variant, jobs=jobs, data=cohort)
+    return run_spec(loaded, loaded.plugins, only=ids, variant=variant, jobs=jobs, progress=progress, data=cohort)
 
 
 def write(results: Results, folder: str | os.PathLike[str], formats: str | Sequence[str] = (), *,

@@ -53,7 +53,7 @@ def test_a_data_folder_replaces_the_specs_data_path(from_file):
 
 def test_run_has_an_explicit_typed_signature():
     signature = inspect.signature(endpointkit.run)
-    assert list(signature.parameters) == ["spec", "data", "only", "variant", "jobs", "base"]
+    assert list(signature.parameters) == ["spec", "data", "only", "variant", "jobs", "base", "progress"]
     assert all(p.kind is p.KEYWORD_ONLY for name, p in signature.parameters.items() if name not in ("spec", "data"))
     hints = typing.get_type_hints(endpointkit.run)
     assert "only" in hints and "data" in hints and hints["jobs"] is int
