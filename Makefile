@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench bench-disability sensitivity clean
+.PHONY: demo test lint docs bench bench-disability sensitivity clean figures check-report check-docx
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,39 @@ demo: $(STAMP)
 sensitivity: $(STAMP)
 	$(BIN)/endpointkit run specs/ivig_nmosd_sensitivity.yaml -o out/ivig_nmosd_sensitivity --jobs 2
 
+# the README's pictures, from the sensitivity demo
+figures: $(STAMP)
+	$(BIN)/endpointkit run specs/ivig_nmosd_sensitivity.yaml --quiet --figures docs/figures > /dev/null
+
+# report.html in Debian's headless Chromium (apt-get install chromium): a screenshot to look at, and a
+# network log in which the page made no request (tools/check_netlog.py)
+CHROMIUM ?= chromium
+CHECK := out/check
+check-report: $(STAMP)
+	$(BIN)/endpointkit run specs/ivig_nmosd_sensitivity.yaml -o $(CHECK) --quiet > /dev/null
+	rm -rf $(CHECK)/chromium-profile
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$(CURDIR)/$(CHECK)/chromium-profile --log-net-log=$(CURDIR)/$(CHECK)/netlog.json \
+	  --window-size=1200,5000 --screenshot=$(CURDIR)/$(CHECK)/report.png file://$(CURDIR)/$(CHECK)/report.html
+	$(BIN)/python tools/check_netlog.py $(CHECK)/netlog.json
+	@echo "screenshot: $(CHECK)/report.png"
+
+# table.docx to PDF with LibreOffice (apt-get install libreoffice-writer-nogui poppler-utils), and
+# its first page as PNG to look at
+SOFFICE ?= soffice
+check-docx: $(STAMP)
+	$(BIN)/endpointkit run specs/ivig_nmosd.yaml -o $(CHECK)/docx --format docx --quiet > /dev/null
+	$(SOFFICE) --headless --convert-to pdf --outdir $(CHECK)/docx $(CHECK)/docx/table.docx > /dev/null
+	pdftoppm -png -r 80 -f 1 -l 1 $(CHECK)/docx/table.pdf $(CHECK)/docx/table-page
+	@echo "table.pdf and its first page: $(CHECK)/docx/"
+
 test: $(STAMP)
-	$(BIN)/ruff check core plugins tests specs $(wildcard benchmarks)
+	$(BIN)/ruff check core plugins tests specs tools $(wildcard benchmarks)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check core plugins tests specs $(wildcard benchmarks)
+	$(BIN)/ruff check core plugins tests specs tools $(wildcard benchmarks)
 
 # Regenerates every generated part of docs/ (parameter tables, spec.schema.json) from the code.
 docs: $(STAMP)

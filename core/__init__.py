@@ -32,16 +32,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .api import run  # noqa: E402
 from .endpoint import Context, Endpoint, EndpointResult, Row  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .params import Duration, param  # noqa: E402
-
-
-def run(spec, data=None, **kwargs):
-    """Run a study spec (path) and return :class:`endpointkit.results.Results`."""
-    from .engine import run as _run
-
-    return _run(spec, data, **kwargs)
-
 
 __all__ = ["Context", "Duration", "Endpoint", "EndpointResult", "Row", "__version__", "hookimpl", "param", "run"]

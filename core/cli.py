@@ -53,13 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", type=Path)
     run.add_argument("--data", type=Path, help="data folder replacing the spec's data.path")
     run.add_argument("-o", "--output", type=Path, help="folder for results.csv, results.json, table, per_patient/ ...")
-    run.add_argument("--format", help="table format: github, plain, latex, html (default: table.format)")
+    run.add_argument("--format", help="table format: github, plain, latex, html, docx, xlsx (default: table.format)")
     run.add_argument("--only", action="append", default=[], metavar="ID", help="run only this endpoint id (repeatable)")
     run.add_argument("--variant", help="run only this sensitivity variant ('primary' for the main analysis)")
     run.add_argument("--jobs", type=int, default=1, help="worker processes for sensitivity variants")
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    run.add_argument("--plot", type=Path, help="forest plot of a headline estimate across variants (.png or .svg; needs matplotlib)")
-    run.add_argument("--plot-measure", default=None, metavar="ID.MEASURE", help="estimate to plot (default: the first endpoint's first headline)")
+    run.add_argument("--plot", type=Path, help="forest plot of a headline estimate across variants (.png, .svg or .pdf)")
+    run.add_argument("--plot-measure", default=None, metavar="ID.MEASURE", help="estimate to plot (default: the first outcome's first headline estimate)")
+    run.add_argument("--figures", type=Path, metavar="DIR", help="write the Kaplan-Meier curves, the attrition diagram and the forest plot here")
+    run.add_argument("--figure-format", default="png", metavar="png,svg,pdf", help="file formats of --figures, comma-separated (default: png)")
+    run.add_argument("--csv-excel", action="store_true", help="write CSV files as UTF-8 with a byte-order mark, so Excel shows accents and dashes")
 
     validate = commands.add_parser("validate", help="check a spec (and its data) without computing")
     validate.add_argument("spec", type=Path)
@@ -117,22 +120,40 @@ def cmd_run(args) -> int:
         raise EndpointkitError("--jobs: expected a number of worker processes >= 1")
     spec = load_spec(args.spec, data=args.data)
     fmt = args.format or spec.table.format
-    spec.plugins.renderers.get(fmt, "--format")
+    binary = getattr(spec.plugins.renderers.get(fmt, "--format"), "binary", False)
+    if binary and not args.output:
+        raise UsageError(f"--format {fmt} writes a file: give the output folder with -o DIR")
+    shown = "github" if binary else fmt  # a Word or Excel table is written to a file, the terminal gets text
     if args.plot:  # checked before the computation, not after it
-        if args.plot.suffix.lower() not in (".png", ".svg"):
-            raise UsageError(f"--plot: expected a .png or .svg file name, got {args.plot.name}")
+        from .plot import check_plot_path
+
+        check_plot_path(args.plot)
         check_writable(args.plot.parent, "--plot")
+    if args.figures:
+        from .figures import check_formats
+
+        figure_formats = check_formats(args.figure_format)
+        check_writable(args.figures, "--figures")
     # files first, the printed table last: a closed or full stdout never costs the output files
     folder = args.output_folder = OutputFolder(args.output).open() if args.output else None
     try:
         progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
         results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
         results.provenance["run"]["command"] = ["endpointkit", *args.argv]
-        printed = results.table(fmt)
+        printed = results.table(shown)
         if len(results.variants) > 1:
-            printed += "\n" + results.side_by_side(fmt)
-        files = render_files(results, fmt) if folder else {}
+            printed += "\n" + results.side_by_side(shown)
+        files = render_files(results, fmt, excel_csv=args.csv_excel) if folder else {}
         outside = {}
+        if args.figures:
+            from .figures import figure_files
+
+            for name, image in figure_files(results, figure_formats).items():
+                target = (args.figures / name).absolute()
+                if folder is not None and target.is_relative_to(folder.path.absolute()):
+                    files[target.relative_to(folder.path.absolute()).as_posix()] = image
+                else:
+                    outside[target] = image
         if args.plot:
             image = _plot_bytes(results, args.plot, args.plot_measure)
             target = args.plot.absolute()
@@ -146,8 +167,9 @@ def cmd_run(args) -> int:
         elif outside:
             from .output import write_files
 
-            target, image = next(iter(outside.items()))
-            write_files(target.parent, {target.name: image}, option="--plot")
+            for target, image in outside.items():
+                option = "--plot" if args.plot and target == args.plot.absolute() else "--figures"
+                write_files(target.parent, {target.name: image}, option=option)
     finally:
         if folder is not None:
             folder.close()

@@ -159,6 +159,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
     from .spec import (
         CohortSection,
         DataSection,
+        DisclosureSection,
         IndexSection,
         PairedTestSection,
         RelapseSection,
@@ -191,6 +192,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
                 "paired_test": params_schema(PairedTestSection),
             }),
             "table": params_schema(TableSection, {"format": {"enum": renderers}}),
+            "disclosure": params_schema(DisclosureSection),
             "sensitivity": {
                 "type": "array",
                 "description": "Variants: {name, set: {dotted.path: value}} or {name, grid: {dotted.path: [values]}}.",
@@ -298,6 +300,7 @@ def generated_blocks(plugins: Plugins) -> dict[str, str]:
     from .spec import (
         CohortSection,
         DataSection,
+        DisclosureSection,
         IndexSection,
         PairedTestSection,
         RelapseSection,
@@ -309,7 +312,7 @@ def generated_blocks(plugins: Plugins) -> dict[str, str]:
     blocks = {f"params:{e.name}": params_table(e.Params) for e in plugins.endpoints}
     sections = {"study": StudySection, "data": DataSection, "cohort": CohortSection, "cohort.index": IndexSection,
                 "cohort.relapses": RelapseSection, "statistics": StatisticsSection,
-                "statistics.paired_test": PairedTestSection, "table": TableSection}
+                "statistics.paired_test": PairedTestSection, "table": TableSection, "disclosure": DisclosureSection}
     for name, cls in sections.items():
         blocks[f"spec:{name}"] = params_table(cls)
     blocks["registry"] = _registry_table(plugins)

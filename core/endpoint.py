@@ -52,12 +52,15 @@ class EndpointResult:
 
     ``excluded`` maps a reason to the patient ids the endpoint could not analyse; the core reports
     each in the data-quality report. ``notes`` are footnotes that state the definitions used.
+    ``curves`` maps a title to a Kaplan-Meier fit (:class:`endpointkit.stats.KaplanMeier`): each
+    is drawn by ``--figures`` with its number-at-risk table, and shown in ``report.html``.
     """
 
     rows: list[Row]
     per_patient: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     excluded: dict[str, list[Any]] = field(default_factory=dict)
+    curves: dict[str, Any] = field(default_factory=dict)
 
 
 def excluded_by_reason(patient_ids: pd.Series, reasons: pd.Series) -> dict[str, list[Any]]:
@@ -104,6 +107,10 @@ class Endpoint:
     Params: ClassVar[type] = NoParams
     headline: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    kind: ClassVar[str] = "outcome"  # "descriptive" for Table 1 endpoints (show_ci: outcomes skips them)
+    # linear relations between rows' counts, for secondary suppression under disclosure control:
+    # (total, parts) = the parts' counts add up to the total's count ("n": the rows' common n)
+    partitions: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
     # set by the plugin manager: who registered it
     provider: ClassVar[str] = ""
 

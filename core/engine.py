@@ -71,7 +71,7 @@ def _shared(result: EndpointResult) -> EndpointResult:
     """A cached result for another variant: its own (copy-on-write) per-patient frame and lists."""
     per_patient = result.per_patient.copy(deep=False) if isinstance(result.per_patient, pd.DataFrame) else result.per_patient
     return dataclasses.replace(result, rows=list(result.rows), per_patient=per_patient, notes=list(result.notes),
-                               excluded=dict(result.excluded))
+                               excluded=dict(result.excluded), curves=dict(result.curves))
 
 
 def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
@@ -95,7 +95,7 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
         quantile_method=spec.statistics.quantile_method, paired_test=spec.paired_test,
         year_days=spec.statistics.year_days, cache=cache,
     )
-    frames, per_patient, labels, notes, failures = [], {}, {}, {}, []
+    frames, per_patient, labels, notes, failures, curves = [], {}, {}, {}, [], {}
     quality = [cohort.quality]
     for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
@@ -124,8 +124,11 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
                 "provider": endpoint_cls.provider, "reason": problem, "detail": detail,
             })
             continue
-        frames.append(rows_to_frame(result.rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table))
+        frames.append(rows_to_frame(result.rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
+                                    kind=endpoint_cls.kind))
         per_patient[endpoint_spec.id] = result.per_patient
+        for name, curve in result.curves.items():
+            curves[(endpoint_spec.id, name)] = curve
         for row in result.rows:
             labels[(endpoint_spec.id, row.measure, row.group)] = row.label or row.measure.replace("_", " ")
         endpoint_notes = list(result.notes)
@@ -141,7 +144,7 @@ def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, onl
     quality_frame = pd.concat([q for q in quality if not q.empty], ignore_index=True) if any(not q.empty for q in quality) else cohort.quality
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=per_patient, labels=labels, notes=notes,
-        attrition=cohort.attrition, quality=quality_frame, failures=failures,
+        attrition=cohort.attrition, quality=quality_frame, failures=failures, curves=curves,
         seconds=time.perf_counter() - started,
     )
 
@@ -197,6 +200,7 @@ def run_spec(
     data: CohortData | None = None,
 ):
     """Run the primary spec and its variants; returns :class:`~endpointkit.results.Results`."""
+    from .disclosure import apply_disclosure
     from .parallel import run_variants
     from .results import Results
 
@@ -211,7 +215,7 @@ def run_spec(
     if data is None:
         data = load_spec_data(spec, plugins, only)
     outputs = run_variants(variants, data, plugins, only=only, jobs=jobs, progress=progress)
-    return Results.from_variants(spec, plugins, data, outputs)
+    return apply_disclosure(Results.from_variants(spec, plugins, data, outputs))
 
 
 def run(spec: str | Path | Spec, data: str | Path | None = None, **kwargs):

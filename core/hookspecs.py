@@ -46,7 +46,9 @@ def register_criteria() -> Iterable[Any]:
 
 @hookspec
 def register_renderers() -> Iterable[Any]:
-    """Register table renderers: objects with ``name``, ``suffix``, ``description`` and ``render(table) -> str``.
+    """Register table renderers: objects with ``name``, ``suffix``, ``description`` and ``render(table)``
+    returning text, or bytes when the renderer sets ``binary = True`` (docx, xlsx); an optional
+    ``render_results(results)`` renders a whole run for ``table.<suffix>``.
 
     :returns: an iterable of renderers; ``--format`` and ``table.format`` name one.
     """

@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "endpointkit.plugins.sources",
     "endpointkit.plugins.typed_sources",
     "endpointkit.plugins.renderers",
+    "endpointkit.plugins.office",
     "endpointkit.plugins.criteria",
     "endpointkit.plugins.characteristics",
     "endpointkit.plugins.arr_change",

@@ -149,12 +149,15 @@ def _clean_json(value):
     return value
 
 
-def render_files(results: Results, fmt: str) -> dict[str, str | bytes | pd.DataFrame | dict]:
-    """Every output file's relative path and content (text, or a frame written as CSV)."""
+def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict[str, str | bytes | pd.DataFrame | dict]:
+    """Every output file's relative path and content (text, bytes, or a frame written as CSV).
+
+    ``excel_csv``: CSV files start with a UTF-8 byte-order mark, so Excel reads them as UTF-8."""
     renderer = results.plugins.renderers.get(fmt, "--format")
-    files: dict[str, str | pd.DataFrame] = {
+    render_results = getattr(renderer, "render_results", None)  # a renderer of the whole run (xlsx)
+    files: dict[str, str | bytes | pd.DataFrame] = {
         "results.csv": _csv(results.frame),
-        f"table.{renderer.suffix}": results.table(fmt),
+        f"table.{renderer.suffix}": render_results(results) if render_results else results.table(fmt),
         "attrition.csv": _csv(results.attrition),
         "data_quality.csv": results.data_quality,
     }
@@ -172,6 +175,13 @@ def render_files(results: Results, fmt: str) -> dict[str, str | bytes | pd.DataF
     }
     # a dict: the output folder adds the list of files it wrote (see endpointkit.outdir) and writes it last
     files["results.json"] = json.loads(json.dumps(_clean_json(payload), default=str))
+    from .report import report_html
+
+    files["report.html"] = report_html(results)
+    if excel_csv:
+        for name, content in files.items():
+            if name.endswith(".csv"):
+                files[name] = "\ufeff" + (_csv(content) if isinstance(content, pd.DataFrame) else content)
     return files
 
 

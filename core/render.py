@@ -91,7 +91,7 @@ def footnotes(result: VariantResult) -> list[str]:
     test = spec.paired_test
     attrition = result.attrition
     notes = [
-        f"Cohort: {int(attrition['remaining'].iloc[-1])} of {int(attrition['remaining'].iloc[0])} patients analysed; "
+        f"Cohort: {attrition['remaining'].iloc[-1]} of {attrition['remaining'].iloc[0]} patients analysed; "
         f"index date = first start of {spec.cohort.index_treatment}; follow-up ends at {spec.cohort.follow_up_end.replace('_', ' ')}"
         + (f" (capped at the data cut-off {spec.cohort.cutoff})" if spec.cohort.cutoff else "") + ".",
         f"Medians with [IQR] use the numpy quantile method '{method}'"
@@ -108,6 +108,19 @@ def footnotes(result: VariantResult) -> list[str]:
     for endpoint in spec.endpoints:
         for note in result.notes.get(endpoint.id, []):
             notes.append(f"{endpoint.title}: {note}")
+    if result.frame["display"].astype(str).str.contains(r"\bNR\b").any():
+        notes.append("NR = not reached (a Kaplan-Meier median or limit that the curve or its band never reaches).")
+    disclosure = spec.disclosure
+    if disclosure.active:
+        rules = []
+        if disclosure.min_count:
+            rules.append(f"counts from 1 to {disclosure.min_count - 1} are shown as <{disclosure.min_count}, rows on fewer "
+                         f"than {disclosure.min_count} patients as 'n <{disclosure.min_count}', and 'suppressed' marks a "
+                         "count hidden because it would reveal one (complement, total or another row)")
+        if disclosure.round_to:
+            rules.append(f"counts are rounded to the nearest {disclosure.round_to}, percentages and their CIs computed "
+                         "from the rounded counts")
+        notes.append("Disclosure control: " + "; ".join(rules) + ".")
     for failure in result.failures:
         notes.append(f"FAILED {failure['endpoint']} ({failure['plugin']}): {failure['reason']}")
     notes.extend(spec.table.notes)

@@ -35,9 +35,37 @@ def _num(value: float | None, decimals: int) -> str:
 
 
 def percent_decimals(table: TableSection, n: int | None) -> int:
+    """``auto``: 0 decimals when ``n`` (the endpoint's largest n) is below 100, else 1."""
     if table.percent_decimals != "auto":
         return int(table.percent_decimals)
     return 0 if (n or 0) < 100 else 1
+
+
+def is_ratio(stat: str, measure: str) -> bool:
+    """Ratios (rate ratios, hazard or odds ratios) print with 2 decimals unless the spec says otherwise."""
+    return stat.endswith("ratio") or measure.endswith("ratio")
+
+
+def decimals_for(table: TableSection, endpoint: str, measure: str, stat: str) -> int:
+    """``table.decimals`` for one row: ``id.measure``, then ``id``, then ``default`` (a plain number
+    is the default); ratios use at least 2 unless their endpoint or measure is named."""
+    setting = table.decimals
+    mapping = setting if isinstance(setting, dict) else {"default": setting}
+    for key in (f"{endpoint}.{measure}", endpoint):
+        if key in mapping:
+            return int(mapping[key])
+    default = int(mapping.get("default", 1))
+    return max(2, default) if is_ratio(stat, measure) else default
+
+
+def shows_ci(table: TableSection, endpoint: str, measure: str, kind: str = "outcome") -> bool:
+    """Whether a proportion row shows its 95% CI under ``table.show_ci``."""
+    setting = table.show_ci
+    if isinstance(setting, bool):
+        return setting
+    if setting == "outcomes":
+        return kind != "descriptive"
+    return endpoint in setting or f"{endpoint}.{measure}" in setting
 
 
 def format_p(p: float | None, style: str) -> str:
@@ -58,29 +86,38 @@ def format_p(p: float | None, style: str) -> str:
     return text
 
 
-def format_display(row: Row, table: TableSection) -> str:
-    """The string the table shows for one row, from the numbers only."""
+NOT_REACHED = "NR"
+
+
+def format_display(row: Row, table: TableSection, *, endpoint: str = "", kind: str = "outcome",
+                   percent_n: int | None = None) -> str:
+    """The string the table shows for one row, from the numbers only.
+
+    ``percent_n`` (the endpoint's largest n) sets one percent precision for the whole endpoint;
+    ``kind`` is the endpoint's (``descriptive`` for Table 1) for ``show_ci: outcomes``.
+    """
     if row.display is not None:
         return row.display
-    d = table.decimals
+    d = decimals_for(table, endpoint, row.measure, row.stat)
+    percent_n = row.n if percent_n is None else percent_n
     open_, close = table.brackets[0], table.brackets[1]
     est = row.estimate
     if row.stat == "test":
         return format_p(row.p_value, table.p_style)
     if est is None or (isinstance(est, float) and math.isnan(est)):
-        if row.stat == "km_median":
-            return "not reached"
+        if row.stat == "km_median":  # not reached; its upper limit is not reached either
+            return NOT_REACHED if row.low is None else f"{NOT_REACHED} (95% CI {_num(row.low, d)}{DASH}{NOT_REACHED})"
         return "NA"
     if row.stat == "count":
         return str(int(round(est)))
     if row.stat == "proportion":
-        pd_ = percent_decimals(table, row.n)
+        pd_ = percent_decimals(table, percent_n)
         text = f"{row.count} ({_num(100 * est, pd_)}%)"
-        if table.show_ci and row.low is not None:
+        if shows_ci(table, endpoint, row.measure, kind) and row.low is not None:
             text += f" {open_}95% CI {_num(100 * row.low, pd_)}{DASH}{_num(100 * row.high, pd_)}%{close}"
         return text
     if row.stat == "km":
-        pd_ = percent_decimals(table, row.n)
+        pd_ = percent_decimals(table, percent_n)
         text = f"{_num(100 * est, pd_)}%"
         if row.low is not None and row.high is not None:
             text += f" (95% CI {_num(100 * row.low, pd_)}{DASH}{_num(100 * row.high, pd_)}%)"
@@ -90,20 +127,24 @@ def format_display(row: Row, table: TableSection) -> str:
     if row.low is None and row.high is None:
         return _num(est, d)
     if row.interval == "95% CI":
-        low = _num(row.low, d) if row.low is not None else "NA"
-        high = _num(row.high, d) if row.high is not None else "NA"
+        missing = NOT_REACHED if row.stat == "km_median" else "NA"  # a KM limit never reached
+        low = _num(row.low, d) if row.low is not None else missing
+        high = _num(row.high, d) if row.high is not None else missing
         return f"{_num(est, d)} (95% CI {low}{DASH}{high})"
     return f"{_num(est, d)} {open_}{_num(row.low, d)}{DASH}{_num(row.high, d)}{close}"
 
 
-def rows_to_frame(rows: list[Row], *, variant: str, endpoint: str, table: TableSection) -> pd.DataFrame:
+def rows_to_frame(rows: list[Row], *, variant: str, endpoint: str, table: TableSection,
+                  kind: str = "outcome") -> pd.DataFrame:
+    ns = [row.n for row in rows if row.stat in ("proportion", "km") and row.n is not None]
+    percent_n = max(ns) if ns else None
     records = []
     for row in rows:
         records.append({
             "variant": variant, "endpoint": endpoint, "measure": row.measure, "group": row.group,
             "stat": row.stat, "count": row.count, "n": row.n, "estimate": row.estimate, "low": row.low,
             "high": row.high, "interval": row.interval, "p_value": row.p_value, "test": row.test,
-            "display": format_display(row, table),
+            "display": format_display(row, table, endpoint=endpoint, kind=kind, percent_n=percent_n),
         })
     frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
     for column in ("count", "n"):
@@ -151,6 +192,7 @@ class VariantResult:
     attrition: pd.DataFrame
     quality: pd.DataFrame
     failures: list[dict] = field(default_factory=list)
+    curves: dict[tuple[str, str], Any] = field(default_factory=dict)  # (endpoint id, title) -> KaplanMeier
     seconds: float = 0.0
 
 
@@ -210,6 +252,48 @@ class Results:
         from .sensitivity import render_side_by_side
 
         return render_side_by_side(self, format or self.spec.table.format)
+
+    def write(self, folder, formats=(), *, figures=True, csv_excel: bool = False) -> list:
+        """Write every output file into ``folder``, as ``endpointkit run -o`` does (all or none).
+
+        :param formats: a table format or a list (``github``, ``docx``, ``xlsx``, ...); each
+            is written as ``table.<suffix>``; default ``table.format``.
+        :param figures: True (PNG), False, or a list of ``png``/``svg``/``pdf``: figures under ``figures/``.
+        :param csv_excel: CSV files with a UTF-8 byte-order mark, for Excel.
+        :returns: the paths written.
+        """
+        from .api import write
+
+        return write(self, folder, formats, figures=figures, csv_excel=csv_excel)
+
+    def figure(self, kind: str = "km", *, endpoint: str | None = None, measure: str | None = None):
+        """A matplotlib Figure: ``km`` (the Kaplan-Meier curve of ``endpoint``, default the first
+        with one), ``consort`` (the attrition diagram) or ``forest`` (``measure`` across variants)."""
+        from .disclosure import Policy
+        from .errors import UsageError
+        from .figures import consort_figure, forest_figure, km_figure
+
+        if kind == "consort":
+            return consort_figure(self.attrition, title=f"Patient flow: {self.spec.study.title}")
+        if kind == "forest":
+            return forest_figure(self, measure)
+        if kind != "km":
+            raise UsageError(f"figure: expected 'km', 'consort' or 'forest', got {kind!r}")
+        curves = {key: km for key, km in self.primary.curves.items() if endpoint in (None, key[0])}
+        if not curves:
+            ids = sorted({key[0] for key in self.primary.curves})
+            raise UsageError(f"figure: no Kaplan-Meier curve for endpoint {endpoint!r}; endpoints with one: {', '.join(ids) or 'none'}")
+        (endpoint_id, title), km = next(iter(curves.items()))
+        policy = Policy.of(self.spec.disclosure)
+        titles = {e.id: e.title for e in self.spec.endpoints}
+        return km_figure(km, title=f"{titles.get(endpoint_id, endpoint_id)}: {title}", ylabel=title,
+                         policy=policy if policy.active else None)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the results table with its footnotes, the attrition and the sensitivity table."""
+        from .report import notebook_html
+
+        return notebook_html(self)
 
     def what_moves(self) -> pd.DataFrame:
         """How far each headline moves from primary per variant (computed once per Results)."""

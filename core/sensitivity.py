@@ -93,21 +93,54 @@ def what_moves(results: Results) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+WIDE_MAX_VARIANTS = 4  # primary + 3: beyond that, variants become rows
+
+
+def _measure_label(results: Results, endpoint: str, measure: str, group: str) -> str:
+    labels = results.primary.labels
+    title = {e.id: e.title for e in results.spec.endpoints}.get(endpoint, endpoint)
+    label = results.spec.table.labels.get(f"{endpoint}.{measure}") or labels.get((endpoint, measure, group), measure)
+    return f"{title}: {label}" + ("" if group == "all" else f" ({group})")
+
+
 def side_by_side_table(results: Results) -> Table:
-    """Headline rows x variants (variants as V1, V2, ... with a legend), then what moves the answer."""
+    """Headline rows per variant, then what moves the answer.
+
+    Up to three variants besides primary: one column per variant, headed by its full name. More
+    variants would need unreadable abbreviated columns, so each headline measure becomes a block
+    of rows instead: primary, then each variant whose result differs (with its setting, and ``!``
+    where a conclusion changes), then one row counting the variants that give the same result."""
     heads = headline_rows(results)
     names = [v.name for v in results.variants]
-    short = {name: ("primary" if i == 0 else f"V{i}") for i, name in enumerate(names)}
+    blocks = list(heads.groupby(["endpoint", "measure", "group"], sort=False))
+    notes = what_moves_notes(results)
+    title = "Sensitivity analysis: headline figures per variant"
+    if len(names) <= WIDE_MAX_VARIANTS:
+        rows = []
+        for (endpoint, measure, group), block in blocks:
+            cells = block.set_index("variant")["display"]
+            rows.append([_measure_label(results, endpoint, measure, group)] + [cells.get(name, "failed") for name in names])
+        legend = [f"{v.name}: {_setting_text(results, v.name)}" for v in results.variants[1:] if _setting_text(results, v.name)]
+        return Table(title=title, headers=["Measure"] + names, rows=rows, footnotes=legend + notes)
+    moves = results.what_moves()
+    changed = set(zip(moves.loc[moves["conclusion_changed"], "variant"], moves.loc[moves["conclusion_changed"], "endpoint"],
+                      moves.loc[moves["conclusion_changed"], "measure"], strict=True)) if not moves.empty else set()
     rows = []
-    for (endpoint, measure, group), block in heads.groupby(["endpoint", "measure", "group"], sort=False):
+    for (endpoint, measure, group), block in blocks:
         cells = block.set_index("variant")["display"]
-        label = f"{endpoint}.{measure}" + ("" if group == "all" else f" ({group})")
-        rows.append([label] + [cells.get(name, "failed") for name in names])
-    notes = [f"{short[v.name]} = {v.name}" + (f" ({_setting_text(results, v.name)})" if _setting_text(results, v.name) else "")
-             for v in results.variants[1:]]
-    notes += what_moves_notes(results)
-    return Table(title="Sensitivity analysis: headline figures per variant", headers=["Measure"] + [short[n] for n in names],
-                 rows=rows, footnotes=notes)
+        base = cells.get(names[0], "failed")
+        rows.append([_measure_label(results, endpoint, measure, group), names[0], "", base, ""])
+        same = 0
+        for name in names[1:]:
+            shown = cells.get(name, "failed")
+            if shown == base:
+                same += 1
+                continue
+            rows.append(["", name, _setting_text(results, name), shown, "!" if (name, endpoint, measure) in changed else ""])
+        if same:
+            rows.append(["", f"{same} other variant{'s' if same > 1 else ''}", "", "same as primary", ""])
+    notes = ["Each variant is listed where its result differs from primary; ! = a conclusion changes (see below)."] + notes
+    return Table(title=title, headers=["Measure", "Variant", "Setting", "Result", ""], rows=rows, footnotes=notes)
 
 
 def what_moves_notes(results: Results) -> list[str]:

@@ -105,17 +105,35 @@ class PairedTestSection:
 
 @dataclass(frozen=True)
 class TableSection:
-    format: str = param("github", "Renderer for the printed table: github, plain, latex, html.")
-    decimals: int = param(1, "Decimals of medians, means and rates.", max=6)
-    percent_decimals: Literal["auto", 0, 1, 2] = param("auto", "Decimals of percentages; auto = 0 below 100 patients, else 1.")
+    format: str = param("github", "Renderer for the printed table: github, plain, latex, html, docx, xlsx.")
+    decimals: int | dict[str, int] = param(1, "Decimals of medians, means and rates: a number, or a mapping by `default`, endpoint id or `id.measure` (ratios default to 2).", max=6)
+    percent_decimals: Literal["auto", 0, 1, 2] = param("auto", "Decimals of percentages; auto = 0 when the endpoint's largest n is below 100, else 1 (one precision per endpoint).")
     p_style: Literal["nejm", "ama"] = param("nejm", "p-value style: nejm (<0.001, 0.006, 0.04) or ama (P<.001).")
     brackets: Literal["[]", "()"] = param("[]", "Brackets around an IQR or range.")
-    show_ci: bool = param(False, "Show the 95% CI of proportions.")
+    show_ci: bool | Literal["outcomes"] | list[str] = param(False, "Show the 95% CI of proportions: true, false, `outcomes` (every endpoint but Table 1 characteristics) or a list of endpoint ids / `id.measure`.")
     show: list[str] = param([], "Endpoint ids or `id.measure` to show (default: everything).")
     labels: dict[str, str] = param({}, "`id.measure` -> row label.")
     footnotes: bool = param(True, "Print footnotes stating definitions, tests and the quantile method.")
     notes: list[str] = param([], "Extra footnotes printed under the table.")
     title: str | None = param(None, "Table title (default: the study title).")
+
+    def check(self, path: str) -> None:
+        if isinstance(self.decimals, dict):
+            for key, value in self.decimals.items():
+                if not 0 <= value <= 6:
+                    raise SpecError(f"{path}.decimals.{key}", f"expected a number of decimals from 0 to 6, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DisclosureSection:
+    """Small-cell suppression and rounding of every count that leaves (off unless set)."""
+
+    min_count: int | None = param(None, "Counts from 1 to min_count - 1 are suppressed (shown as <min_count), with secondary suppression; null = off.", min=2, max=1000)
+    round_to: int | None = param(None, "Round every released count to the nearest multiple of this (e.g. 5); null = off.", min=1, max=1000)
+
+    @property
+    def active(self) -> bool:
+        return self.min_count is not None or self.round_to is not None
 
 
 # --------------------------------------------------------------------------- typed spec
@@ -164,6 +182,7 @@ class Spec:
     table: TableSection
     plugin_files: tuple[Path, ...]
     defaults: dict = field(default_factory=dict)
+    disclosure: DisclosureSection = field(default_factory=DisclosureSection)
     variant: str = "primary"
     variants: tuple[Spec, ...] = ()
     variant_settings: dict = field(default_factory=dict)
@@ -198,6 +217,7 @@ class Spec:
             ],
             "statistics": {**params_dict(self.statistics), "paired_test": dataclasses.asdict(self.paired_test)},
             "table": params_dict(self.table),
+            "disclosure": params_dict(self.disclosure),
         }
 
 
@@ -369,7 +389,7 @@ def _read_one_spec_file(path: Path) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- validation
 
-TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins")
+TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins", "disclosure")
 ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
@@ -501,12 +521,14 @@ def _plugin_files(raw: dict, base: Path) -> tuple[Path, ...]:
 
 
 def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: Plugins | None = None,
-             data_override: Path | None = None, variant: str = "primary") -> Spec:
-    """Validate a raw spec mapping completely and return the typed :class:`Spec`."""
+             data_override: Path | None = None, variant: str = "primary", base: Path | None = None) -> Spec:
+    """Validate a raw spec mapping completely and return the typed :class:`Spec`.
+
+    Relative paths resolve against the spec file's folder, else ``base``, else the working folder."""
     for key in raw:
         if key not in TOP_LEVEL:
             raise SpecError(str(key), f"unknown top-level key{suggest(key, TOP_LEVEL)}; valid keys: {', '.join(TOP_LEVEL)}")
-    base = path.parent.resolve() if path else Path.cwd()
+    base = path.parent.resolve() if path else (base or Path.cwd()).resolve()
     files = _plugin_files(raw, base)
     if plugins is None:
         plugins = get_plugin_manager(files=files)
@@ -533,6 +555,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     statistics = _section(StatisticsSection, raw, "statistics")
     paired = build_params(PairedTestSection, statistics.paired_test, "statistics.paired_test")
     table = _section(TableSection, raw, "table")
+    disclosure = _section(DisclosureSection, raw, "disclosure")
     if table.format not in plugins.renderers:
         plugins.renderers.get(table.format, "table.format")
     cohort = _cohort(raw, plugins, cutoff)
@@ -542,11 +565,18 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     for i, item in enumerate(table.show):
         if item.split(".")[0] not in ids:
             raise SpecError(f"table.show[{i}]", f"unknown endpoint id '{item}'{suggest(item, ids)}; ids: {', '.join(sorted(ids))}")
+    for i, item in enumerate(table.show_ci if isinstance(table.show_ci, list) else []):
+        if item.split(".")[0] not in ids:
+            raise SpecError(f"table.show_ci[{i}]", f"unknown endpoint id '{item}'{suggest(item, ids)}; ids: {', '.join(sorted(ids))}")
+    for key in table.decimals if isinstance(table.decimals, dict) else {}:
+        if key != "default" and key.split(".")[0] not in ids:
+            raise SpecError(f"table.decimals.{key}", f"expected 'default', an endpoint id or 'id.measure'; "
+                            f"unknown endpoint id '{key}'{suggest(key, [*ids, 'default'])}; ids: {', '.join(sorted(ids))}")
     return Spec(
         path=path, raw=raw, sha256=sha256, study=study, data=data, data_path=data_path.resolve(),
         cohort=cohort, endpoints=endpoints, statistics=statistics,
         paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
-        plugin_files=files, defaults=defaults, variant=variant, plugins=plugins, reading=reading,
+        plugin_files=files, defaults=defaults, disclosure=disclosure, variant=variant, plugins=plugins, reading=reading,
     )
 
 
@@ -562,17 +592,45 @@ def load_spec(path: str | Path, *, data: str | Path | None = None, plugins: Plug
     """Read, validate and expand a spec file (with its sensitivity variants)."""
     path = Path(path)
     raw, sha = read_spec_file(path)
+    return _load(raw, sha, path=path, base=path.parent.resolve(), data=data, plugins=plugins)
+
+
+def load_spec_mapping(raw: dict, *, base: str | Path | None = None, data: str | Path | None = None,
+                      plugins: Plugins | None = None) -> Spec:
+    """A spec given as a mapping (a dict, or parsed YAML text) rather than a file: relative paths
+    (``data.path``, ``plugins``, ``extends``) resolve against ``base``, by default the working folder."""
+    if not isinstance(raw, dict):
+        raise SpecError("", f"expected a study spec mapping, got {type(raw).__name__}")
+    base = Path(base if base is not None else Path.cwd()).resolve()
+    raw = copy.deepcopy(raw)
+    sha = hashlib.sha256(yaml.safe_dump(raw, sort_keys=True, allow_unicode=True).encode()).hexdigest()
+    extends = raw.pop("extends", None)
+    if extends is not None:
+        if not isinstance(extends, str) or not extends.strip():
+            raise SpecError("extends", f"expected the path of another spec file, got {extends!r}")
+        base_path = (base / extends).resolve()
+        base_raw, base_sha = read_spec_file(base_path)
+        if isinstance(base_raw.get("data"), dict) and "path" in base_raw["data"]:  # keep base-relative paths
+            base_raw["data"] = {**base_raw["data"], "path": str((base_path.parent / str(base_raw["data"]["path"])).resolve())}
+        if isinstance(base_raw.get("plugins"), list):
+            base_raw["plugins"] = [str((base_path.parent / str(p)).resolve()) for p in base_raw["plugins"]]
+        raw = _merge(base_raw, raw)
+        sha = hashlib.sha256((base_sha + sha).encode()).hexdigest()
+    return _load(raw, sha, path=None, base=base, data=data, plugins=plugins)
+
+
+def _load(raw: dict, sha: str, *, path: Path | None, base: Path, data: str | Path | None, plugins: Plugins | None) -> Spec:
+    """Validate a spec and expand its sensitivity variants."""
     data_override = Path(data).resolve() if data is not None else None
-    base = path.parent.resolve()
     if plugins is None:
         plugins = get_plugin_manager(files=_plugin_files(raw, base))
-    primary = validate(raw, path=path, sha256=sha, plugins=plugins, data_override=data_override)
+    primary = validate(raw, path=path, sha256=sha, plugins=plugins, data_override=data_override, base=base)
     expanded = expand_variants(raw, primary)
     variants = []
     for i, (name, settings) in enumerate(expanded):
         try:
             variant = validate(_apply(raw, settings, name, i), path=path, sha256=sha, plugins=plugins,
-                               data_override=data_override, variant=name)
+                               data_override=data_override, variant=name, base=base)
             for key in settings:
                 if str(key).startswith("defaults.") and not _reached_by_default(variant, str(key).split(".", 1)[1]):
                     raise SpecError(f"set.{key}", "changes no endpoint: every endpoint with this parameter sets its own "

@@ -27,6 +27,7 @@ class Characteristics(Endpoint):
     description = "Table 1: patients, female sex, age and disease duration at index, extra variables."
     Params = CharacteristicsParams
     headline = ("patients", "female", "age_at_index")
+    kind = "descriptive"
 
     def compute(self, cohort, params: CharacteristicsParams, ctx) -> EndpointResult:
         patients = cohort.patients

@@ -115,8 +115,8 @@ class Discontinuation(Endpoint):
             f"n (%) of all patients (blank = {UNSPECIFIED})."
         ]
         landmarks = unique_landmarks(params.landmarks_months)
+        km = fit_km(frame["km_time_months"], frame["km_event"])  # drawn by --figures under either method
         if params.method == "km":
-            km = fit_km(frame["km_time_months"], frame["km_event"])
             rows += landmark_rows("persistent_at", km, landmarks, "Persistent")
             notes.append(
                 f"Persistence: Kaplan-Meier (scipy.stats.ecdf) of time from index to discontinuation ({which}); "
@@ -126,7 +126,7 @@ class Discontinuation(Endpoint):
             )
         elif landmarks:
             notes.append("landmarks_months apply to method km only and were not used (method descriptive).")
-        return EndpointResult(rows=rows, per_patient=frame, notes=notes)
+        return EndpointResult(rows=rows, per_patient=frame, notes=notes, curves={"Persistence on treatment": km})
 
 
 @hookimpl

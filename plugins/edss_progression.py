@@ -269,6 +269,7 @@ class EdssProgression(Endpoint):
     requires = ("edss",)
     Params = EdssParams
     headline = ("no_progression", "improved", "paired_test")
+    partitions = (("n", ("progressed", "stable", "improved")), ("no_progression", ("stable", "improved")))
 
     def compute(self, cohort, params: EdssParams, ctx) -> EndpointResult:
         patients = cohort.patients

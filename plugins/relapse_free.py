@@ -167,8 +167,8 @@ class RelapseFree(Endpoint):
             f"(days / {MONTH_DAYS:g}), median [IQR] with quantile method {ctx.quantile_method}."
         ]
         landmarks = unique_landmarks(params.landmarks_months)
+        km = fit_km(used["km_time_months"], used["km_event"])  # drawn by --figures under either method
         if params.method == "km":
-            km = fit_km(used["km_time_months"], used["km_event"])
             rows += landmark_rows("relapse_free_at", km, landmarks, "Relapse-free")
             rows.append(km_median_row("median_time_to_relapse_months", km,
                                       label="Time to first relapse, months, KM median (95% CI)"))
@@ -183,7 +183,8 @@ class RelapseFree(Endpoint):
             notes.append("landmarks_months apply to method km only and were not used (method crude).")
         excluded_ids = frame.loc[~frame["included"], "patient_id"].tolist()
         excluded = {frame.loc[~frame["included"], "exclusion_reason"].iloc[0]: excluded_ids} if excluded_ids else {}
-        return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
+        return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded,
+                              curves={"Relapse-free survival": km})
 
 
 @hookimpl

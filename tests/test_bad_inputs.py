@@ -795,7 +795,7 @@ def test_a_header_with_100000_columns_is_refused_fast(cli, study):
         (("run", "SPEC", "--jobs"), "argument --jobs: expected one argument"),
         (("run", "SPEC", "--jobs", "many"), "argument --jobs: invalid int value: 'many'"),
         (("run", "SPEC", "--jobs", "0"), "--jobs: expected a number of worker processes >= 1"),
-        (("run", "SPEC", "--format", "docx"), "--format: unknown renderer 'docx'"),
+        (("run", "SPEC", "--format", "dox"), "--format: unknown renderer 'dox' (did you mean 'docx'?)"),
         (("run", "SPEC", "--only", "arx"), "--only: unknown endpoint id 'arx' (did you mean 'arr'?)"),
         (("run", "SPEC", "--variant", "primery"), "--variant: unknown variant 'primery' (did you mean 'primary'?)"),
         (("validate",), "the following arguments are required: spec"),
@@ -827,7 +827,7 @@ def test_an_output_folder_under_a_regular_file_is_refused_before_any_computation
 
 @pytest.mark.parametrize(
     ("plot", "expected"),
-    [("forest.pdf", "--plot: expected a .png or .svg file name, got forest.pdf"),
+    [("forest.gif", "--plot: expected a .png, .svg or .pdf file name, got forest.gif"),
      ("study.yaml/forest.png", "--plot: cannot write to the output folder")],
 )
 def test_a_bad_plot_path_is_refused_before_any_computation(cli, study, plot, expected):

@@ -19,7 +19,8 @@ def test_the_sensitivity_demo_prints_the_side_by_side_table_and_what_moves(cli):
     status, out, _ = cli("run", SENSITIVITY, "--quiet")
     assert status == 0
     assert "Sensitivity analysis: headline figures per variant" in out
-    assert "V1 = pre-window last 12 months (arr.pre_window=last_12m)" in out
+    # 14 variants: one row per variant under each headline measure, with its setting
+    assert "| pre-window last 12 months" in out and "arr.pre_window=last_12m" in out
     assert "What moves: arr.pre moves most under 'pre-window without the onset attack'" in out
 
 
