@@ -23,6 +23,7 @@ from .reading import DataReading, ReadOptions
 from .titers import parse_titers
 
 EDSS_GRID = np.array([0.0] + [x / 2 for x in range(2, 21)])  # 0, 1.0, 1.5, ..., 10
+TIMED_SCALES = ("t25fw", "9hpt")  # measurements scales in seconds
 TRUE_VALUES = {"true", "t", "yes", "y", "1"}
 FALSE_VALUES = {"false", "f", "no", "n", "0"}
 SEX_VALUES = {"f", "female", "m", "male", "x", "other", "diverse"}
@@ -64,6 +65,7 @@ TABLES: dict[str, TableSchema] = {
         TableSchema("relapses", ("patient_id", "onset_date"), ("confirmed", "severity", "pseudo"), dates=("onset_date",), booleans=("confirmed", "pseudo")),
         TableSchema("edss", ("patient_id", "date", "score"), dates=("date",), numbers=("score",)),
         TableSchema("titers", ("patient_id", "date", "titer"), ("assay",), dates=("date",)),
+        TableSchema("measurements", ("patient_id", "date", "scale", "value"), dates=("date",), numbers=("value",)),
         TableSchema(
             "adverse_events", ("patient_id", "onset_date", "term"),
             ("grade", "serious", "related", "action", "treatment"),
@@ -426,6 +428,12 @@ def _check_values(name: str, frame: pd.DataFrame) -> None:
               "expected an EDSS score on the grid 0, 1.0, 1.5, ..., 9.5, 10 (0.5 is not a score)")
     if name == "administrations":
         _fail(name, frame, frame["dose"] < 0, "dose", "expected a number >= 0")
+    if name == "measurements":  # scale names compared without case; timed tests in seconds, SDMT 0-110
+        frame["scale"] = per_distinct(frame["scale"], lambda t: t.astype(TEXT).str.strip().str.casefold())
+        value, scale = frame["value"], frame["scale"]
+        _fail(name, frame, value < 0, "value", "expected a number >= 0")
+        _fail(name, frame, scale.isin(TIMED_SCALES) & (value <= 0), "value", "expected a time in seconds > 0 (t25fw, 9hpt)")
+        _fail(name, frame, (scale == "sdmt") & (value > 110), "value", "expected an SDMT score 0-110")
     if name == "titers":
         value = per_distinct(frame["titer"], lambda t: parse_titers(t)[0]).astype(float)
         negative = per_distinct(frame["titer"], lambda t: parse_titers(t)[1]).fillna(False).astype(bool)

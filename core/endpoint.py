@@ -118,6 +118,11 @@ class Endpoint:
         raise NotImplementedError
 
     @classmethod
+    def requires_for(cls, params: Any) -> tuple[str, ...]:
+        """Tables needed under these params (override when they depend on params)."""
+        return cls.requires
+
+    @classmethod
     def headline_for(cls, params: Any) -> tuple[str, ...]:
         """Headline measures under these params (override when they depend on params)."""
         return cls.headline

@@ -30,7 +30,7 @@ from .spec import Spec, load_spec
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """The tables a run reads: those its endpoints (``--only``: those endpoints) require."""
-    requires = [plugins.endpoints.items[e.plugin].requires for s in (spec, *spec.variants) for e in s.endpoints
+    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for s in (spec, *spec.variants) for e in s.endpoints
                 if not only or e.id in only]
     if any(s.cohort.index_event == "first_administration" for s in (spec, *spec.variants)):
         requires.append(("administrations",))  # the index date is read from it

@@ -6,7 +6,8 @@ so that the same settings give the same events:
 1. the baseline is the first visit, moved forward while it lies too close to a relapse
    (``relapse_to_baseline``); the search starts at the visit after it;
 2. the next *change* is the first visit from the search position whose distance from the baseline
-   value reaches the threshold (looked up from the baseline value) and that lies far enough from a
+   value reaches the threshold (looked up from the baseline value: EDSS bands, or a percentage /
+   points on the other scales, where SDMT worsens downwards) and that lies far enough from a
    relapse (``relapse_to_event``);
 3. it is *confirmed* by the first visit whose distance from the change lies in any confirmation
    window ``[C - left, C + right]`` and that lies far enough from a relapse (``relapse_to_confirmation``);
@@ -53,6 +54,27 @@ def threshold(rule: str, values: np.ndarray) -> np.ndarray:
     return step[np.clip(band, 0, None)]
 
 
+SCALES = ("edss", "t25fw", "9hpt", "sdmt")
+LOWER_IS_WORSE = ("sdmt",)  # on the other scales a higher value is worse
+_EPS = 1e-9  # so that 20% of 6.5 s is met by 7.8 s despite binary rounding
+
+
+def change_threshold(s: EventSettings, values: np.ndarray) -> np.ndarray:
+    """The minimum change that counts from each reference value on the settings' scale.
+
+    EDSS: the ``threshold_rule`` bands. T25FW and 9HPT: ``change_percent`` % of the reference.
+    SDMT: ``change_points`` or ``change_percent`` % of the reference, whichever is smaller (either
+    change counts). Never below a tiny positive amount, so that an unchanged value is no event.
+    """
+    values = np.asarray(values, dtype=float)
+    if s.scale == "edss":
+        return threshold(s.threshold_rule, values)
+    relative = s.change_percent / 100 * np.abs(values)
+    if s.scale in LOWER_IS_WORSE:
+        relative = np.minimum(relative, s.change_points)
+    return np.maximum(relative - _EPS, _EPS)
+
+
 @dataclass(frozen=True)
 class EventSettings:
     """The engine's settings (days; pairs are (before, after) an anchor)."""
@@ -74,6 +96,9 @@ class EventSettings:
     pira_confirmation: tuple[float, float] = (90.0, 30.0)
     threshold_rule: str = "ms_standard"
     last_visit: str = "never"  # never | always
+    scale: str = "edss"  # edss | t25fw | 9hpt | sdmt
+    change_percent: float = 20.0  # t25fw, 9hpt, sdmt: % of the reference value
+    change_points: float = INF  # sdmt: points (the smaller of points and percent counts)
 
     @property
     def classify(self) -> bool:
@@ -203,10 +228,11 @@ def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
         ref = np.full(n, np.nan)
         ref[p] = value[b]
         thr = np.full(n, np.nan)
-        thr[p] = threshold(s.threshold_rule, value[b])
+        thr[p] = change_threshold(s, value[b])
         ref_x, thr_x = ref[lcode], thr[lcode]
-        worse_x = value[sel] - ref_x >= thr_x
-        better_x = ref_x - value[sel] >= thr_x
+        rise = (value[sel] - ref_x) * (-1.0 if s.scale in LOWER_IS_WORSE else 1.0)  # > 0: worse
+        worse_x = rise >= thr_x
+        better_x = -rise >= thr_x
         cand = (worse_x | better_x) & (sel >= search[lcode]) & event_far[sel]
         local = _first_per(lcode, np.nonzero(cand)[0], n)[p]
         found = local >= 0

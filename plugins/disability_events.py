@@ -34,6 +34,7 @@ from endpointkit import Endpoint, EndpointResult, hookimpl, param
 from endpointkit.errors import SpecError
 from endpointkit.params import MONTH_DAYS
 from endpointkit.plugins.disability_engine import (
+    LOWER_IS_WORSE,
     THRESHOLD_BANDS,
     EventSettings,
     MilestoneSettings,
@@ -108,6 +109,10 @@ class DisabilityParams:
     threshold_rule: Literal["ms_standard", "nmosd_trials", "pymsprog", "fixed_1.0", "any_increase"] = param("ms_standard", "Minimum change by the reference score: ms_standard (+1.5 from 0, +1.0 from 1.0-5.5, +0.5 from 6.0), nmosd_trials (+2.0 / +1.0 up to 5.0 / +0.5 from 5.5), pymsprog (+1.5 from 0, +1.0 from 1.0-5.0, +0.5 from 5.5), fixed_1.0, any_increase.")
     last_visit: Literal["never", "always"] = param("never", "A worsening at the last visit (which cannot be confirmed): never counts, or always counts as a CDW.")
     landmarks_months: list[float] = param([12, 24], "Months at which the KM cumulative probability of each event type is reported.")
+    scale: Literal["edss", "t25fw", "9hpt", "sdmt"] = param("edss", "The scale scanned: EDSS (the edss table), or the measurements table's timed 25-foot walk (t25fw), 9-hole peg test (9hpt) or SDMT (sdmt); threshold_rule applies to EDSS only.")
+    timed_change_percent: float = param(20, "t25fw and 9hpt: a change of at least this % of the reference time counts (higher is worse).", min=0.1, max=1000)
+    sdmt_change_points: float = param(4, "sdmt: a drop (worsening) or rise (improvement) of at least this many points counts, or of sdmt_change_percent, whichever is smaller.", min=0.1, max=110)
+    sdmt_change_percent: float = param(10, "sdmt: a change of at least this % of the reference score counts (or sdmt_change_points, whichever is smaller).", min=0.1, max=100)
     baseline_score: Literal["last_before_index", "nearest_index"] = param("last_before_index", "Which score starts the visits, as edss_progression's baseline: the latest in [index - baseline_window_days, index], else the earliest in (index, index + 30 days]; or the nearest to index.")
     baseline_window_days: int = param(365, "How far before index the baseline score may lie (days).")
 
@@ -132,7 +137,9 @@ class DisabilityParams:
             relapse_to_confirmation=pair(self.relapse_to_confirmation_days), pira_raw=self.pira_raw,
             relapse_assoc=pair(self.relapse_assoc_days), pira_preceding=pair(self.pira_preceding_days),
             pira_event=pair(self.pira_event_days), pira_confirmation=pair(self.pira_confirmation_days),
-            threshold_rule=self.threshold_rule, last_visit=self.last_visit,
+            threshold_rule=self.threshold_rule, last_visit=self.last_visit, scale=self.scale,
+            change_percent=float(self.sdmt_change_percent if self.scale == "sdmt" else self.timed_change_percent),
+            change_points=float(self.sdmt_change_points) if self.scale == "sdmt" else float("inf"),
         )
 
     def event_types(self) -> tuple[str, ...]:
@@ -168,12 +175,34 @@ class EngineInput:
     visits: np.ndarray  # per patient: scores from the baseline score to follow-up end
 
 
+SCALE_WORDS = {"edss": "EDSS score", "t25fw": "T25FW time", "9hpt": "9HPT time", "sdmt": "SDMT score"}
+
+
+def scale_table(cohort, scale: str) -> tuple[pd.DataFrame | None, str]:
+    """(table, value column) holding the scale's values: the edss table, or the scale's measurements."""
+    if scale == "edss":
+        return None, "score"
+    measurements = cohort.table("measurements")
+    return measurements[measurements["scale"] == scale], "value"
+
+
+def exclusion_reasons(params, has_base: np.ndarray, included: np.ndarray) -> np.ndarray:
+    """Why each patient is not analysed (None = analysed)."""
+    words = SCALE_WORDS[getattr(params, "scale", "edss")]
+    reason = np.full(has_base.size, None, dtype=object)
+    reason[~has_base] = (f"no {words} in the baseline window [index - {params.baseline_window_days} days, "
+                         f"index + {AFTER_INDEX_DAYS} days]")
+    later = "score" if words == SCALE_WORDS["edss"] else words
+    reason[has_base & ~included] = f"no {words} after the baseline {later} up to follow-up end"
+    return reason
+
+
 def engine_input(cohort, params: DisabilityParams) -> EngineInput:
     """Each patient's scores from its baseline score (edss_progression's rule) to follow-up end, and its relapses."""
     patients = cohort.patients
     n = len(patients)
     edss_params = EdssParams(baseline=params.baseline_score, baseline_window_days=params.baseline_window_days)
-    s = usable_scores(cohort, edss_params, n)
+    s = usable_scores(cohort, edss_params, n, *scale_table(cohort, getattr(params, "scale", "edss")))
     base = pick_baseline(s, edss_params, _days(patients["index_date"]), n)
     has_base = base >= 0
     base_day = np.full(n, np.iinfo(np.int64).max)
@@ -203,10 +232,7 @@ def derive_events(cohort, params: DisabilityParams) -> pd.DataFrame:
     if code.size:
         first_day[code[::-1]] = day[::-1]  # the earliest visit wins (assigned last)
         last_day[code] = day
-    reason = np.full(n, None, dtype=object)
-    reason[~has_base] = (f"no EDSS score in the baseline window [index - {params.baseline_window_days} days, "
-                         f"index + {AFTER_INDEX_DAYS} days]")
-    reason[has_base & ~included] = "no EDSS score after the baseline score up to follow-up end"
+    reason = exclusion_reasons(params, has_base, included)
 
     quiet = np.setdiff1d(np.arange(n), events["code"].to_numpy(dtype=np.int64))
     blank = pd.DataFrame({"code": quiet, "event_number": 0, "event_type": None, "cdw_type": None, "day": -1,
@@ -286,10 +312,15 @@ def summarise_events(frame: pd.DataFrame, params: DisabilityParams) -> list:
 class DisabilityEvents(Endpoint):
     name = "disability_events"
     title = "Confirmed disability events (EDSS)"
-    description = "Confirmed disability worsening/improvement, PIRA and RAW, roving baselines, KM time to first event (as pymsprog)."
+    description = ("Confirmed disability worsening/improvement, PIRA and RAW, roving baselines, KM time to first event (as pymsprog); "
+                   "on EDSS or, with `scale`, on the measurements table's T25FW, 9HPT or SDMT.")
     requires = ("edss",)
     Params = DisabilityParams
     headline = ("cdw",)
+
+    @classmethod
+    def requires_for(cls, params: DisabilityParams) -> tuple[str, ...]:
+        return cls.requires if params.scale == "edss" else ("measurements",)
 
     @classmethod
     def headline_for(cls, params: DisabilityParams) -> tuple[str, ...]:
@@ -307,15 +338,32 @@ class DisabilityEvents(Endpoint):
         return EndpointResult(rows=rows, per_patient=frame, notes=_notes(params, "relapses" in cohort.tables), excluded=excluded)
 
 
+def _visits_words(params: DisabilityParams) -> str:
+    if params.scale == "edss":
+        return "EDSS scores"
+    return f"the measurements table's {params.scale} values ({SCALE_WORDS[params.scale]}s)"
+
+
+def _threshold_words(params: DisabilityParams) -> str:
+    """The change rule in words: EDSS bands, a percentage, or SDMT's points-or-percentage."""
+    if params.scale == "edss":
+        bands = ", ".join(f"+{step:g} from {low:g}" for low, step in THRESHOLD_BANDS[params.threshold_rule])
+        return f"{params.threshold_rule}: {bands}"
+    if params.scale in LOWER_IS_WORSE:
+        return (f"{params.sdmt_change_points:g} points or {params.sdmt_change_percent:g}% of the reference score, whichever "
+                "is smaller; a drop is a worsening, a rise an improvement")
+    return (f"{params.timed_change_percent:g}% of the reference time; a longer time is a worsening, a shorter one an "
+            "improvement")
+
+
 def _notes(params: DisabilityParams, relapses_loaded: bool) -> list[str]:
     s = params.settings()
     periods = ", ".join(f"{c:g}" for c in s.confirmation_days)
     right = "no limit" if s.tolerance[1] == float("inf") else f"+{s.tolerance[1]:g}"
-    bands = ", ".join(f"+{step:g} from {low:g}" for low, step in THRESHOLD_BANDS[params.threshold_rule])
     notes = [
-        f"Visits: EDSS scores from the baseline score ({params.baseline_score}) to follow-up end. Events "
+        f"Visits: {_visits_words(params)} from the baseline score ({params.baseline_score}) to follow-up end. Events "
         f"({params.event}, baseline {params.baseline}, proceeding from the {params.proceed_from}): a change of at least "
-        f"the threshold ({params.threshold_rule}: {bands}) from the reference score, confirmed {'over every visit up to' if s.check_intermediate else 'at'} "
+        f"the threshold ({_threshold_words(params)}) from the reference score, confirmed {'over every visit up to' if s.check_intermediate else 'at'} "
         f"the first visit {periods} days later (tolerance -{s.tolerance[0]:g}/{right} days); relapse distances (days, "
         f"[last, next]): baseline {list(s.relapse_to_baseline)}, event {list(s.relapse_to_event)}, confirmation "
         f"{list(s.relapse_to_confirmation)}; relapses before the first visit minus {s.relapse_to_baseline[0]:g} days are not used (as pymsprog)."

@@ -134,15 +134,17 @@ class Scores:
     relapses_loaded: bool
 
 
-def usable_scores(cohort, params: EdssParams, n_patients: int) -> Scores:
-    """EDSS scores minus those near a relapse onset, one per day (the later CSV line), sorted."""
+def usable_scores(cohort, params: EdssParams, n_patients: int, table: pd.DataFrame | None = None,
+                  column: str = "score") -> Scores:
+    """EDSS scores (or ``table[column]``, e.g. one scale's measurements) minus those near a relapse
+    onset, one per day (the later CSV line), sorted."""
     ids = pd.Index(cohort.patients["patient_id"])
-    edss = cohort.table("edss")
+    edss = cohort.table("edss") if table is None else table
     code = ids.get_indexer(edss["patient_id"])
     known = code >= 0
     code = code[known].astype(np.int64)
     day = _days(edss["date"])[known]
-    score = edss["score"].to_numpy(dtype=float)[known]
+    score = edss[column].to_numpy(dtype=float)[known]
     line = edss["_line"].to_numpy(dtype=np.int64)[known] if "_line" in edss else np.arange(code.size)
 
     ignored = np.zeros(n_patients, dtype=np.int64)
