@@ -114,7 +114,7 @@ def patient(draw, pid: str, antibody: st.SearchStrategy[str]) -> dict[str, list[
 
 
 def _merge(parts: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
-    return {name: [row for part in parts for row in part[name]] for name in TABLES}
+    return {name: [row for part in parts for row in part.get(name, [])] for name in TABLES}
 
 
 def _anchor(pid: str, onset: str, end: str, relapses: list[str], edss: list[tuple[str, str]], titers: list[tuple[str, str]]) -> dict:
