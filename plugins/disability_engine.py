@@ -167,6 +167,19 @@ def _window_free(rel: _Relapses, code: np.ndarray, day: np.ndarray, window: tupl
     return ~rel.any_in(code, day - before, day + after)
 
 
+def patient_bounds(code: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's first and one-past-last position in visits sorted by code (start = size when none)."""
+    size = code.size
+    start = np.full(n, size, dtype=np.int64)
+    end = np.zeros(n, dtype=np.int64)
+    if size:
+        first = np.r_[True, code[1:] != code[:-1]]
+        start[code[first]] = np.flatnonzero(first)
+        last = np.r_[code[1:] != code[:-1], True]
+        end[code[last]] = np.flatnonzero(last) + 1
+    return start, end
+
+
 def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
                   relapse_code: np.ndarray, relapse_day: np.ndarray, s: EventSettings) -> pd.DataFrame:
     """Every patient's confirmed events (``EVENT_COLUMNS``), from visits sorted by (code, day), one a day.
@@ -178,14 +191,7 @@ def detect_events(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: int,
     code = code.astype(np.int64)
     day = day.astype(np.int64)
     value = value.astype(float)
-    pos = np.arange(size)
-    start = np.full(n, size, dtype=np.int64)
-    end = np.zeros(n, dtype=np.int64)
-    if size:
-        first = np.r_[True, code[1:] != code[:-1]]
-        start[code[first]] = pos[first]
-        last = np.r_[code[1:] != code[:-1], True]
-        end[code[last]] = pos[last] + 1
+    start, end = patient_bounds(code, n)
     has = start < size
     first_day = np.where(has, day[np.minimum(start, max(size - 1, 0))] if size else 0, 0)
     keep = has[relapse_code] & (relapse_day >= first_day[relapse_code] - s.relapse_to_baseline[0])
@@ -389,13 +395,7 @@ def detect_milestone(code: np.ndarray, day: np.ndarray, value: np.ndarray, n: in
     size = code.size
     code = code.astype(np.int64)
     day = day.astype(np.int64)
-    pos = np.arange(size)
-    start = np.full(n, size, dtype=np.int64)
-    end = np.zeros(n, dtype=np.int64)
-    if size:
-        first = np.r_[True, code[1:] != code[:-1]]
-        start[code[first]] = pos[first]
-        end[code[np.r_[code[1:] != code[:-1], True]]] = pos[np.r_[code[1:] != code[:-1], True]] + 1
+    start, end = patient_bounds(code, n)
     has = start < size
     first_day = np.where(has, day[np.minimum(start, max(size - 1, 0))] if size else 0, 0)
     keep = has[relapse_code] & (relapse_day >= first_day[relapse_code] - s.relapse_to_event[0])
