@@ -35,7 +35,10 @@ _BLOCK = np.int64(2**32)
 _SHIFT = np.int64(2**31)
 INF = float("inf")
 
-# Worsening thresholds (points) by the reference value: (lowest value of a band, threshold).
+# Minimum change (EDSS points) that counts as worsening, by the baseline (or reference) score:
+# each band is (lowest score of the band, threshold); a score belongs to the last band whose
+# lower bound it reaches. 0.5 is not an EDSS score, so "from 1.0" starts right after 0.
+# edss_progression uses the same table (its params do not offer the pymsprog rule).
 THRESHOLD_BANDS: dict[str, tuple[tuple[float, float], ...]] = {
     "ms_standard": ((0.0, 1.5), (1.0, 1.0), (6.0, 0.5)),
     "nmosd_trials": ((0.0, 2.0), (1.0, 1.0), (5.5, 0.5)),

@@ -29,19 +29,11 @@ import pandas as pd
 
 from endpointkit import Endpoint, EndpointResult, hookimpl, param
 from endpointkit.params import MONTH_DAYS
+from endpointkit.plugins.disability_engine import THRESHOLD_BANDS, threshold
 from endpointkit.stats import median_row, paired_test_row, proportion_row
 
 ThresholdRule = Literal["ms_standard", "nmosd_trials", "fixed_1.0", "any_increase"]
 
-# Minimum change (EDSS points) that counts as worsening, by the baseline (or reference) score:
-# each band is (lowest score of the band, threshold); a score belongs to the last band whose
-# lower bound it reaches. 0.5 is not an EDSS score, so "from 1.0" starts right after 0.
-THRESHOLD_BANDS: dict[str, tuple[tuple[float, float], ...]] = {
-    "ms_standard": ((0.0, 1.5), (1.0, 1.0), (6.0, 0.5)),
-    "nmosd_trials": ((0.0, 2.0), (1.0, 1.0), (5.5, 0.5)),
-    "fixed_1.0": ((0.0, 1.0),),
-    "any_increase": ((0.0, 0.5),),
-}
 AFTER_INDEX_DAYS = 30  # a baseline may lie up to 30 days after index
 _SHIFT = np.int64(2**31)  # day numbers shifted to be non-negative inside a (patient, day) key
 _BLOCK = np.int64(2**32)  # key = patient code * _BLOCK + shifted day
@@ -57,15 +49,6 @@ class EdssParams:
     confirmation_months: float = param(0, "0 = compare the final with the baseline score; > 0 = a worsening (improvement) must still hold at every score up to the first one at least this many months later.")
     reference: Literal["fixed", "roving"] = param("fixed", "With confirmation: measure every score against the baseline (fixed), or move the reference to the confirming score after each confirmed event (roving).")
     exclude_within_relapse_days: int = param(0, "Scores dated in [relapse onset, onset + this many days] are not used (0 = use all).")
-
-
-def threshold_for(rule: str, scores: np.ndarray) -> np.ndarray:
-    """The worsening threshold for each (baseline or reference) score under ``rule``."""
-    bands = THRESHOLD_BANDS[rule]
-    lower = np.array([b[0] for b in bands])
-    step = np.array([b[1] for b in bands])
-    band = np.searchsorted(lower, np.asarray(scores, dtype=float), side="right") - 1
-    return step[np.clip(band, 0, None)]
 
 
 def _rule_text(rule: str) -> str:
@@ -232,7 +215,7 @@ def confirm_roving(code, day, score, base_day, base_score, active, params: EdssP
     j_all = np.searchsorted(key, key + c_days, side="left")
     has_all = (j_all < size) & (code[np.minimum(j_all, max(size - 1, 0))] == code)
     ref_day, ref_score = base_day.copy(), base_score.copy()
-    ref_thr = threshold_for(params.threshold_rule, ref_score)
+    ref_thr = threshold(params.threshold_rule, ref_score)
     active = active.copy()
     w_row, w_conf, i_row, i_conf = (np.full(n, -1, dtype=np.int64) for _ in range(4))
     w_count, i_count = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
@@ -260,7 +243,7 @@ def confirm_roving(code, day, score, base_day, base_score, active, params: EdssP
         active[pat] = True
         ref_day[pat] = day[j_row]
         ref_score[pat] = score[j_row]
-        ref_thr[pat] = threshold_for(params.threshold_rule, score[j_row])
+        ref_thr[pat] = threshold(params.threshold_rule, score[j_row])
     return Events(w_row, w_conf, i_row, i_conf, w_count, i_count, ref_day, ref_score)
 
 
@@ -298,7 +281,7 @@ class EdssProgression(Endpoint):
         final_score = np.where(has_final, score[lsafe] if score.size else np.nan, np.nan)
         included = has_base & has_final
 
-        thr = threshold_for(params.threshold_rule, np.nan_to_num(base_score))
+        thr = threshold(params.threshold_rule, np.nan_to_num(base_score))
         change = final_score - base_score
         c_days = int(round(params.confirmation_months * MONTH_DAYS))
         events = None

@@ -21,7 +21,8 @@ import pytest
 from scipy import stats
 
 from endpointkit.errors import SpecError
-from endpointkit.plugins.edss_progression import EdssProgression, threshold_for
+from endpointkit.plugins.disability_engine import threshold as threshold_for
+from endpointkit.plugins.edss_progression import EdssProgression
 from endpointkit.testing import make_cohort, make_context, params_for, row
 
 INDEX = date(2020, 1, 1)
