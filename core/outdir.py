@@ -180,7 +180,7 @@ class OutputFolder:
         for stale in plan["remove"]:
             path = Path(stale)
             with contextlib.suppress(OSError):
-                if path.is_file() and not path.is_symlink() or path.is_symlink():
+                if path.is_file() or path.is_symlink():  # never a folder
                     path.unlink()
             with contextlib.suppress(OSError):
                 if path.parent != self.path and not any(path.parent.iterdir()):
