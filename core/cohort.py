@@ -79,6 +79,15 @@ class Cohort:
         """A copy of the cohort with one table replaced (e.g. only severe relapses)."""
         return dataclasses.replace(self, tables={**self.tables, name: frame})
 
+    def subset(self, keep: np.ndarray | pd.Series) -> Cohort:
+        """The cohort of some of its patients (``keep``: a mask over ``patients``), each with all
+        their records; attrition and quality stay those of the whole cohort."""
+        keep = np.asarray(keep, dtype=bool)
+        patients = self.patients[keep].reset_index(drop=True)
+        ids = pd.Index(patients["patient_id"])
+        tables = {name: frame[ids.get_indexer(frame["patient_id"]) >= 0] for name, frame in self.tables.items()}
+        return dataclasses.replace(self, patients=patients, tables=tables)
+
     def patient_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Each record's row in ``patients`` (-1: not an analysed patient): integer keys for
         ``np.bincount`` and numpy indexing instead of joins and group-bys on the text patient_id."""

@@ -1,9 +1,18 @@
 """What an endpoint plugin is and what it returns.
 
 An endpoint is a class registered through the ``register_endpoints`` hook. It declares its name,
-the tables it needs and a ``Params`` dataclass (validated before any data is read), and its
-``compute`` turns an analysed :class:`~endpointkit.cohort.Cohort` into an :class:`EndpointResult`:
-result rows (numbers only; the core adds variant, endpoint id and display) plus a per-patient frame.
+the tables it needs and a ``Params`` dataclass (validated before any data is read), and turns an
+analysed :class:`~endpointkit.cohort.Cohort` into an :class:`EndpointResult`: result rows (numbers
+only; the core adds variant, endpoint id and display) plus a per-patient frame.
+
+It does so in two steps, so that a cohort can be split by patient (partitions on several processes
+or machines) and so that a summary setting re-derives nothing:
+
+* ``derive`` (the map) computes per-patient values from any subset of the cohort's patients: a
+  patient's values depend on that patient's own records only;
+* ``summarise`` (the reduce) turns the per-patient values of all patients into rows.
+
+An endpoint that implements only ``compute`` still runs, on the whole cohort in one process.
 """
 
 from __future__ import annotations
@@ -98,7 +107,8 @@ class Endpoint:
 
     Subclasses set ``name`` (the spec's ``plugin:`` value), ``title``, ``requires`` (canonical tables
     beyond ``patients`` and ``treatments``), ``Params`` and ``headline`` (the measures the
-    side-by-side sensitivity table shows), and implement :meth:`compute`.
+    side-by-side sensitivity table shows), and implement :meth:`derive` and :meth:`summarise` (or,
+    for an endpoint that cannot be split by patient, only :meth:`compute`).
     """
 
     name: ClassVar[str] = ""
@@ -111,11 +121,37 @@ class Endpoint:
     # linear relations between rows' counts, for secondary suppression under disclosure control:
     # (total, parts) = the parts' counts add up to the total's count ("n": the rows' common n)
     partitions: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
+    # params that only summarise() reads: variants differing only in these reuse the derived frame
+    summary_params: ClassVar[tuple[str, ...]] = ()
     # set by the plugin manager: who registered it
     provider: ClassVar[str] = ""
 
-    def compute(self, cohort: Cohort, params: Any, ctx: Context) -> EndpointResult:  # pragma: no cover
+    def derive(self, cohort: Cohort, params: Any, ctx: Context) -> pd.DataFrame:  # pragma: no cover
+        """The map: per-patient values of this cohort's patients (first column ``patient_id``; one
+        row per patient, or per record of a patient, in the cohort's patient order).
+
+        Called on the whole cohort or on any part of it (a partition of patients), and the parts'
+        frames are concatenated: a row may depend only on its own patient's records, on ``params``
+        other than ``summary_params`` and on ``ctx.year_days``, never on other patients or on
+        ``ctx.quantile_method``/``ctx.paired_test``. Keep only what ``summarise`` needs.
+        """
         raise NotImplementedError
+
+    def summarise(self, per_patient: pd.DataFrame, params: Any, ctx: Context) -> EndpointResult:  # pragma: no cover
+        """The reduce: result rows, notes and exclusions from the per-patient values of all
+        analysed patients (the concatenated ``derive`` frames). ``EndpointResult.per_patient`` is
+        that frame, with any columns the summary adds (a responder flag, say)."""
+        raise NotImplementedError
+
+    def compute(self, cohort: Cohort, params: Any, ctx: Context) -> EndpointResult:
+        """Derive and summarise on one whole cohort. Override only for an endpoint that cannot be
+        split by patient: it then runs in one process on the whole cohort."""
+        return self.summarise(self.derive(cohort, params, ctx), params, ctx)
+
+    @classmethod
+    def splits(cls) -> bool:
+        """True when the endpoint implements derive and summarise (it can run on partitions)."""
+        return cls.derive is not Endpoint.derive and cls.summarise is not Endpoint.summarise
 
     @classmethod
     def requires_for(cls, params: Any) -> tuple[str, ...]:
