@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", help="table format: github, plain, latex, html, docx, xlsx (default: table.format)")
     run.add_argument("--only", action="append", default=[], metavar="ID", help="run only this endpoint id (repeatable)")
     run.add_argument("--variant", help="run only this sensitivity variant ('primary' for the main analysis)")
-    run.add_argument("--jobs", type=int, default=1, help="worker processes for sensitivity variants")
+    run.add_argument("--jobs", type=int, default=1, help="worker processes (processes executor, or a local Dask cluster)")
+    run.add_argument("--executor", choices=("serial", "processes", "dask"),
+                     help="where the partitions and variants run (default: the spec's executor, else serial; processes with --jobs above 1)")
+    run.add_argument("--partitions", type=int, metavar="N", help="split the patients into N partitions (default: the spec's, else 1); results are identical for any N")
+    run.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:8786) for --executor dask; default: a local cluster")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--plot", type=Path, help="forest plot of a headline estimate across variants (.png, .svg or .pdf)")
     run.add_argument("--plot-measure", default=None, metavar="ID.MEASURE", help="estimate to plot (default: the first outcome's first headline estimate)")
@@ -110,15 +114,37 @@ class Progress:
         sys.stderr.flush()
 
 
+EXECUTION_OPTIONS = ("--jobs", "--executor", "--partitions", "--scheduler")
+
+
+def _result_arguments(argv: list[str]) -> list[str]:
+    """The command line without the options that decide only where and how fast the run executes
+    (they never change a result), so that results.json is the same file whichever executor ran."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in EXECUTION_OPTIONS:
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
+
+
 def cmd_run(args) -> int:
-    from .engine import run_spec
+    from .engine import executor_settings, run_spec
     from .outdir import OutputFolder
     from .output import check_writable, render_files
     from .spec import load_spec
 
     if args.jobs < 1:
         raise EndpointkitError("--jobs: expected a number of worker processes >= 1")
+    if args.partitions is not None and not 1 <= args.partitions <= 4096:
+        raise EndpointkitError(f"--partitions: expected a number of partitions from 1 to 4096, got {args.partitions}")
     spec = load_spec(args.spec, data=args.data)
+    executor = executor_settings(spec, args.jobs, args.executor, args.partitions, args.scheduler)
     fmt = args.format or spec.table.format
     binary = getattr(spec.plugins.renderers.get(fmt, "--format"), "binary", False)
     if binary and not args.output:
@@ -138,8 +164,8 @@ def cmd_run(args) -> int:
     folder = args.output_folder = OutputFolder(args.output).open() if args.output else None
     try:
         progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
-        results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, jobs=args.jobs, progress=progress)
-        results.provenance["run"]["command"] = ["endpointkit", *args.argv]
+        results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, progress=progress, executor=executor)
+        results.provenance["run"]["command"] = ["endpointkit", *_result_arguments(args.argv)]
         printed = results.table(shown)
         if len(results.variants) > 1:
             printed += "\n" + results.side_by_side(shown)

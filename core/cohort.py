@@ -43,7 +43,47 @@ class QualityLog:
     def frame(self) -> pd.DataFrame:
         if not self.parts:
             return pd.DataFrame(columns=QUALITY_COLUMNS)
-        return pd.concat(self.parts, ignore_index=True)[QUALITY_COLUMNS]
+        return in_report_order(pd.concat(self.parts, ignore_index=True)[QUALITY_COLUMNS])
+
+
+def in_report_order(quality: pd.DataFrame) -> pd.DataFrame:
+    """The data-quality report in its one order: by table (canonical order), then source line; a
+    record reported twice keeps the order of its checks. Each record is checked in the partition of
+    its patient, so the reports of partitions concatenated and put in this order are the report of
+    the whole data, whatever the number of partitions."""
+    if quality.empty:
+        return quality.reset_index(drop=True)
+    rank = {name: i for i, name in enumerate(TABLES)}
+    keys = pd.DataFrame({"table": quality["table"].map(rank).fillna(len(rank)).to_numpy(),
+                         "line": pd.to_numeric(quality["line"], errors="coerce").to_numpy(dtype=float)})
+    order = keys.sort_values(["table", "line"], kind="stable", na_position="last").index.to_numpy()
+    return quality.iloc[order].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A cohort-wide error that one partition of the patients cannot decide alone (nobody received
+    the index treatment; a criterion excludes every remaining patient): it is raised when it holds
+    for the whole cohort, with the message built from every partition's ``evidence`` rows."""
+
+    path: str
+    step: int  # attrition step after which nobody remains
+    kind: str  # "index" | "criterion"
+    evidence: pd.DataFrame
+    name: str = ""
+
+
+def refusal_error(refusal: Refusal, remaining_before: int, evidence: pd.DataFrame, settings: CohortSettings) -> SpecError:
+    """The SpecError a whole-cohort build raises, from the merged evidence of the partitions."""
+    if refusal.kind == "index":
+        return SpecError(refusal.path, f"no patient received '{settings.index_treatment}' (no course in treatments, "
+                                       f"no administration); {_holdings_of(evidence)}")
+    return SpecError(refusal.path, f"criterion '{refusal.name}' excludes every remaining patient "
+                                   f"({remaining_before} -> 0); {_what_it_sees(evidence, _criterion(settings, refusal).value)}")
+
+
+def _criterion(settings: CohortSettings, refusal: Refusal):
+    return settings.criteria[int(refusal.path.rsplit("[", 1)[1].rstrip("]"))]
 
 
 @dataclass
@@ -60,6 +100,7 @@ class Cohort:
     attrition: pd.DataFrame
     quality: pd.DataFrame
     settings: CohortSettings
+    refusals: list[Refusal] = field(default_factory=list)  # partial builds only (build_cohort(partial=True))
 
     def table(self, name: str) -> pd.DataFrame:
         """A canonical table restricted to the analysed patients (relapses already cleaned)."""
@@ -209,9 +250,13 @@ def _after_birth_and_onset(name: str, column: str, frame: pd.DataFrame, codes: n
     return ~(before_birth | before_onset)
 
 
-def _holdings(treatments: pd.DataFrame, admins: pd.DataFrame) -> str:
+def _holdings(treatments: pd.DataFrame, admins: pd.DataFrame) -> pd.DataFrame:
+    """Each patient's treatments (courses and administrations), the evidence of :func:`_holdings_of`."""
+    return pd.concat([treatments[["patient_id", "treatment"]], admins[["patient_id", "treatment"]]])
+
+
+def _holdings_of(both: pd.DataFrame) -> str:
     """'the data hold: IVIG (20 patients), azathioprine (15 patients)' (courses and administrations)."""
-    both = pd.concat([treatments[["patient_id", "treatment"]], admins[["patient_id", "treatment"]]])
     counts = both.groupby("treatment")["patient_id"].nunique().sort_values(ascending=False, kind="stable")
     if counts.empty:
         return "the treatments table holds no treatment"
@@ -273,9 +318,14 @@ def _implausible_patient_dates(patients: pd.DataFrame, quality: QualityLog) -> N
             patients.loc[mask, column] = pd.NaT
 
 
-def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) -> Cohort:
-    """Apply the cohort definition of the spec to the loaded data."""
+def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, *, partial: bool = False) -> Cohort:
+    """Apply the cohort definition of the spec to the loaded data.
+
+    ``partial``: the data are one partition of the patients; a cohort-wide error is recorded in
+    ``Cohort.refusals`` (decided once the partitions are merged) instead of raised.
+    """
     quality = QualityLog()
+    refusals: list[Refusal] = []
     patients = data.table("patients").copy()
     steps = [("patients in data", len(patients))]
     cutoff = pd.Timestamp(settings.cutoff) if settings.cutoff else None
@@ -324,8 +374,10 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
     patients["index_stop_reason"] = _lookup(pid, first["stop_reason"])
     if patients["index_date"].isna().all():
-        raise SpecError("cohort.index.treatment", f"no patient received '{settings.index_treatment}' (no course in treatments, "
-                                                  f"no administration); {_holdings(treatments, admins)}")
+        refusal = Refusal("cohort.index.treatment", 1, "index", _holdings(treatments, admins))
+        if not partial:
+            raise refusal_error(refusal, len(patients), refusal.evidence, settings)
+        refusals.append(refusal)
     _implausible_patient_dates(patients, quality)
     born = patients["birth_date"].to_numpy(dtype="datetime64[ns]")
     disease_onset = patients["onset_date"].to_numpy(dtype="datetime64[ns]")
@@ -374,8 +426,10 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
     for i, criterion in enumerate(settings.criteria):
         keep = criteria_registry.get(criterion.kind, "cohort.criteria").keep(patients, criterion.value).astype(bool)
         if len(patients) and not keep.any():
-            raise SpecError(f"cohort.criteria[{i}]", f"criterion '{criterion.name}' excludes every remaining patient "
-                                                     f"({len(patients)} -> 0); {_what_it_sees(patients, criterion.value)}")
+            refusal = Refusal(f"cohort.criteria[{i}]", len(steps), "criterion", patients, criterion.name)
+            if not partial:
+                raise refusal_error(refusal, len(patients), patients, settings)
+            refusals.append(refusal)
         exclude(~keep, criterion.name)
 
     kept = np.zeros(n_all, dtype=bool)  # the analysed patients' records, from the codes
@@ -403,4 +457,5 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry) 
 
     attrition = pd.DataFrame(steps, columns=["step", "remaining"])
     attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)
-    return Cohort(patients=patients, tables=tables, attrition=attrition, quality=quality.frame(), settings=settings)
+    return Cohort(patients=patients, tables=tables, attrition=attrition, quality=quality.frame(), settings=settings,
+                  refusals=refusals)

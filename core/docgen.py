@@ -160,6 +160,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
         CohortSection,
         DataSection,
         DisclosureSection,
+        ExecutorSection,
         IndexSection,
         PairedTestSection,
         RelapseSection,
@@ -193,6 +194,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
             }),
             "table": params_schema(TableSection, {"format": {"enum": renderers}}),
             "disclosure": params_schema(DisclosureSection),
+            "executor": {"anyOf": [{"enum": ["serial", "processes", "dask"]}, params_schema(ExecutorSection)]},
             "sensitivity": {
                 "type": "array",
                 "description": "Variants: {name, set: {dotted.path: value}} or {name, grid: {dotted.path: [values]}}.",
@@ -301,6 +303,7 @@ def generated_blocks(plugins: Plugins) -> dict[str, str]:
         CohortSection,
         DataSection,
         DisclosureSection,
+        ExecutorSection,
         IndexSection,
         PairedTestSection,
         RelapseSection,
@@ -312,7 +315,8 @@ def generated_blocks(plugins: Plugins) -> dict[str, str]:
     blocks = {f"params:{e.name}": params_table(e.Params) for e in plugins.endpoints}
     sections = {"study": StudySection, "data": DataSection, "cohort": CohortSection, "cohort.index": IndexSection,
                 "cohort.relapses": RelapseSection, "statistics": StatisticsSection,
-                "statistics.paired_test": PairedTestSection, "table": TableSection, "disclosure": DisclosureSection}
+                "statistics.paired_test": PairedTestSection, "table": TableSection, "disclosure": DisclosureSection,
+                "executor": ExecutorSection}
     for name, cls in sections.items():
         blocks[f"spec:{name}"] = params_table(cls)
     blocks["registry"] = _registry_table(plugins)

@@ -10,20 +10,32 @@ computes each endpoint only once per distinct combination of the settings it dep
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from .cohort import Cohort, build_cohort
+from .cohort import build_cohort
 from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
 from .errors import EndpointkitError, SpecError, UsageError
+from .executors import ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_for
 from .manager import Plugins
-from .params import params_dict
+from .mapreduce import (
+    Failure,
+    Merged,
+    Plan,
+    cohort_key,
+    context_of,
+    derive_key,
+    merge,
+    plan_run,
+    result_key,
+)
+from .partitioning import split_data
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
 
@@ -43,28 +55,34 @@ def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> 
     return load_data(source, spec.data_path, required, optional, spec.data.columns, spec.reading)
 
 
+def reads_partitions(spec: Spec, plugins: Plugins) -> bool:
+    """Whether the spec's source reads one partition of the patients without the others."""
+    return bool(getattr(plugins.sources.items[spec.data.source], "reads_partitions", False))
+
+
+def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> Callable[[int, int], CohortData]:
+    """Reads (and validates) partition ``part`` of ``parts`` through the spec's source."""
+    from .partitioning import load_partition
+
+    required, optional = needed_tables(spec, plugins, only)
+    source = plugins.sources.items[spec.data.source]
+
+    def read(part: int, parts: int) -> CohortData:
+        return load_partition(source, spec.data_path, required, optional, spec.data.columns, spec.reading, part, parts)
+
+    return read
+
+
 def check_cohorts(spec: Spec, data: CohortData, plugins: Plugins) -> None:
     """Build the cohort of the primary spec and of each variant with distinct cohort settings, so
     that the spec's every ``where`` column, index treatment and criterion is checked against the
     data (``validate``): what would stop ``run`` stops here."""
     seen: set[str] = set()
     for variant in (spec, *spec.variants):
-        key = _cohort_key(variant)
+        key = cohort_key(variant)
         if key not in seen:
             seen.add(key)
             build_cohort(data, variant.cohort, plugins.criteria)
-
-
-def _cohort_key(spec: Spec) -> str:
-    resolved = spec.resolved()["cohort"]
-    return json.dumps([resolved, str(spec.cohort.cutoff)], sort_keys=True, default=str)
-
-
-def _result_key(cohort_key: str, plugin: str, params, ctx: Context) -> tuple:
-    """What an endpoint's result depends on: the cohort, the plugin, its params, the statistics settings."""
-    settings = json.dumps(params_dict(params), sort_keys=True, default=str) if dataclasses.is_dataclass(params) else repr(params)
-    return ("endpoint", cohort_key, plugin, type(params).__qualname__, settings,
-            ctx.quantile_method, repr(ctx.paired_test), ctx.year_days)
 
 
 def _shared(result: EndpointResult) -> EndpointResult:
@@ -74,54 +92,56 @@ def _shared(result: EndpointResult) -> EndpointResult:
                                excluded=dict(result.excluded), curves=dict(result.curves))
 
 
-def run_variant(spec: Spec, data: CohortData, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
-    """Run every endpoint of one (validated) variant spec on the loaded data.
+def _summarise(endpoint_cls, step_result, params, ctx: Context) -> EndpointResult | Failure:
+    """An endpoint's result from its merged map: summarise the per-patient frame (a copy the
+    summary may add columns to), or the whole-cohort result of a compute-only endpoint."""
+    if isinstance(step_result, Failure):
+        return step_result
+    if isinstance(step_result, EndpointResult):
+        return step_result
+    try:
+        return endpoint_cls().summarise(step_result.copy(deep=False), params, ctx)
+    except EndpointkitError as exc:
+        return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
+    except (Exception, SystemExit) as exc:  # a plugin's bug (or its sys.exit()) must not take the run down
+        return Failure(_describe(exc), traceback.format_exc(limit=-3))
 
-    ``cache`` is shared by the variants of a run: it holds the cohort (by cohort settings) and each
-    endpoint result (by :func:`_result_key`), so a result is computed once per distinct setting.
-    """
+
+def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
+    """One variant's results from the merged map: each endpoint's summary (computed once per
+    distinct setting: ``cache`` is shared by the variants of a run), attrition and data quality."""
     started = time.perf_counter()
-    cohort_key = _cohort_key(spec)
-    key = ("cohort", cohort_key)
-    if key not in cache:
-        try:
-            cache[key] = build_cohort(data, spec.cohort, plugins.criteria)
-        except EndpointkitError:
-            raise
-        except (Exception, SystemExit) as exc:  # a criterion plugin's bug: this variant fails, the others go on
-            return failed_variant(spec, f"building the cohort failed: {_describe(exc)}", only, traceback.format_exc(limit=-3))
-    cohort: Cohort = cache[key]
-    ctx = Context(
-        quantile_method=spec.statistics.quantile_method, paired_test=spec.paired_test,
-        year_days=spec.statistics.year_days, cache=cache,
-    )
+    key = cohort_key(spec)
+    cohort = merged.cohorts[key]
+    if cohort.error is not None:
+        raise cohort.error
+    if cohort.failure is not None:
+        return failed_variant(spec, cohort.failure.reason, only, cohort.failure.detail)
+    ctx = context_of(spec, cache)
     frames, per_patient, labels, notes, failures, curves = [], {}, {}, {}, [], {}
     quality = [cohort.quality]
     for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
             continue
         endpoint_cls = plugins.endpoints.items[endpoint_spec.plugin]
-        result_key = _result_key(cohort_key, endpoint_spec.plugin, endpoint_spec.params, ctx)
-        try:
-            if result_key in cache:
-                result, problem = _shared(cache[result_key]), None
-            else:
-                result = endpoint_cls().compute(cohort, endpoint_spec.params, ctx)
-                problem = _check_result(result)
-                if not problem:
-                    cache[result_key] = result
-        except EndpointkitError as exc:  # a user's mistake found while computing: exit 2
-            where = getattr(exc, "path", "") or ""
-            raise SpecError(f"endpoints[{position}]" + (f".{where}" if where else ""), getattr(exc, "message", str(exc))) from None
-        except (Exception, SystemExit) as exc:  # a plugin's bug (or its sys.exit()) must not take the run down
-            problem = _describe(exc)
-            detail = traceback.format_exc(limit=-3)
+        summary_key = result_key(key, endpoint_spec.plugin, endpoint_spec.params, ctx)
+        if summary_key in cache:
+            result = _shared(cache[summary_key])
         else:
-            detail = ""
-        if problem:
+            step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
+                        if endpoint_cls.splits() else summary_key)
+            result = _summarise(endpoint_cls, merged.results.get(step_key), endpoint_spec.params, ctx)
+            if not isinstance(result, Failure):
+                problem = _check_result(result)
+                result = Failure(problem) if problem else result
+            if not isinstance(result, Failure):
+                cache[summary_key] = result
+        if isinstance(result, Failure):
+            if result.spec_path is not None:  # a user's mistake found while computing: exit 2
+                raise SpecError(f"endpoints[{position}]" + (f".{result.spec_path}" if result.spec_path else ""), result.reason)
             failures.append({
                 "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
-                "provider": endpoint_cls.provider, "reason": problem, "detail": detail,
+                "provider": endpoint_cls.provider, "reason": result.reason, "detail": result.detail,
             })
             continue
         frames.append(rows_to_frame(result.rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
@@ -167,7 +187,7 @@ def failed_variant(spec: Spec, reason: str, only: tuple[str, ...] = (), detail: 
 
 def _check_result(result: object) -> str | None:
     if not isinstance(result, EndpointResult):
-        return f"compute() must return an EndpointResult, got {type(result).__name__}"
+        return f"summarise() must return an EndpointResult, got {type(result).__name__}"
     problem = check_rows(result.rows)
     if problem:
         return problem
@@ -189,6 +209,31 @@ def select_variants(spec: Spec, variant: str | None) -> list[Spec]:
     return [everything[names.index(variant)]]
 
 
+def executor_settings(spec: Spec, jobs: int = 1, executor: str | None = None, partitions: int | None = None,
+                      scheduler: str | None = None) -> ExecutorSettings:
+    """The executor of a run: the command line's choices over the spec's ``executor:`` section;
+    ``--jobs N`` alone (N > 1) means worker processes, as before there were executors."""
+    section = spec.executor
+    name = executor or section.name or ("processes" if jobs > 1 else "serial")
+    workers = jobs if jobs > 1 or not section.workers else section.workers
+    settings = ExecutorSettings(name=name, partitions=partitions or section.partitions, workers=workers,
+                                scheduler=scheduler or section.scheduler)
+    settings.check()
+    return settings
+
+
+def job_from_recipe(key: str, recipe: Recipe) -> Job:
+    """A run rebuilt in a fresh process (a Dask worker) from its recipe: the spec and its plugin
+    files loaded again, the same plan, and a reader of this worker's own partitions."""
+    from .spec import load_origin
+
+    spec = load_origin(recipe.origin)
+    by_name = {v.variant: v for v in (spec, *spec.variants)}
+    variants = [by_name[name] for name in recipe.variants]
+    plan = plan_run(variants, spec.plugins, recipe.only, recipe.partitions)
+    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=partition_reader(spec, spec.plugins, recipe.only))
+
+
 def run_spec(
     spec: Spec,
     plugins: Plugins,
@@ -198,10 +243,14 @@ def run_spec(
     jobs: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
     data: CohortData | None = None,
+    executor: ExecutorSettings | None = None,
 ):
-    """Run the primary spec and its variants; returns :class:`~endpointkit.results.Results`."""
+    """Run the primary spec and its variants; returns :class:`~endpointkit.results.Results`.
+
+    The map (cohorts and per-patient derivations) runs per partition of the patients on the
+    executor; the merge and the summaries (the reduce) run here.
+    """
     from .disclosure import apply_disclosure
-    from .parallel import run_variants
     from .results import Results
 
     if only:
@@ -212,10 +261,28 @@ def run_spec(
 
             raise UsageError(f"--only: unknown endpoint id '{unknown[0]}'{suggest(unknown[0], ids)}; ids: {', '.join(sorted(ids))}")
     variants = select_variants(spec, variant)
-    if data is None:
-        data = load_spec_data(spec, plugins, only)
-    outputs = run_variants(variants, data, plugins, only=only, jobs=jobs, progress=progress)
-    return apply_disclosure(Results.from_variants(spec, plugins, data, outputs))
+    settings = executor or executor_settings(spec, jobs)
+    parts = settings.partitions
+    plan = plan_run(variants, plugins, only, parts)
+    recipe = recipe_of(spec, variants, only, parts)
+    job = Job(key=uuid.uuid4().hex, recipe=recipe, plan=plan, plugins=plugins)
+    if data is None and parts > 1 and reads_partitions(spec, plugins):
+        job.read = partition_reader(spec, plugins, only)
+        described = CohortData(tables={}, source=spec.data.source, path=spec.data_path)
+    else:
+        if data is None:
+            data = load_spec_data(spec, plugins, only)
+        job.parts = split_data(data, parts) if parts > 1 else [data]
+        described = data
+    if settings.name == "dask" and spec.origin is None:
+        raise UsageError("--executor dask: the spec must come from a file, a mapping or YAML text (its workers load it again)")
+    outputs = execute(job, tasks_for(plan, parts, settings.workers), settings, progress)
+    merged = merge(outputs, plan)
+    if not job.parts:  # read by the tasks: the checksums they saw
+        described = dataclasses.replace(described, checksums=merged.checksums)
+    cache: dict = {}
+    results = [reduce_variant(v, plan, merged, plugins, cache, only) for v in variants]
+    return apply_disclosure(Results.from_variants(spec, plugins, described, results))
 
 
 def run(spec: str | Path | Spec, data: str | Path | None = None, **kwargs):

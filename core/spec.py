@@ -136,6 +136,16 @@ class DisclosureSection:
         return self.min_count is not None or self.round_to is not None
 
 
+@dataclass(frozen=True)
+class ExecutorSection:
+    """Where the run executes (the command line's --executor, --partitions, --jobs, --scheduler win)."""
+
+    name: Literal["serial", "processes", "dask"] | None = param(None, "serial (this process), processes (forked workers) or dask (a Dask cluster); default serial, or processes with --jobs above 1.")
+    partitions: int = param(1, "Partitions of the patients (by a stable hash of patient_id); the results are identical for any number.", min=1, max=4096)
+    workers: int | None = param(None, "Worker processes (processes, or the workers of a local Dask cluster); --jobs wins.", min=1, max=1024)
+    scheduler: str | None = param(None, "Address of an existing Dask scheduler (tcp://host:8786); none = a local cluster.")
+
+
 # --------------------------------------------------------------------------- typed spec
 
 
@@ -188,6 +198,9 @@ class Spec:
     variant_settings: dict = field(default_factory=dict)
     plugins: Plugins | None = field(default=None, compare=False, repr=False)
     reading: DataReading = field(default_factory=DataReading)
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
+    # (raw, sha256, path, base, data override): how another process rebuilds this spec (load_origin)
+    origin: tuple | None = field(default=None, compare=False, repr=False)
 
     def relative(self, path: Path | str | None) -> str | None:
         """A path as seen from the spec's folder (results.json stays valid when the study folder moves)."""
@@ -389,7 +402,7 @@ def _read_one_spec_file(path: Path) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- validation
 
-TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins", "disclosure")
+TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins", "disclosure", "executor")
 ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
@@ -556,6 +569,10 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
     paired = build_params(PairedTestSection, statistics.paired_test, "statistics.paired_test")
     table = _section(TableSection, raw, "table")
     disclosure = _section(DisclosureSection, raw, "disclosure")
+    executor_raw = raw.get("executor")
+    executor = build_params(ExecutorSection, {"name": executor_raw} if isinstance(executor_raw, str) else executor_raw, "executor")
+    if executor.scheduler and executor.name not in (None, "dask"):
+        raise SpecError("executor.scheduler", f"a scheduler address is for name: dask, not {executor.name}")
     if table.format not in plugins.renderers:
         plugins.renderers.get(table.format, "table.format")
     cohort = _cohort(raw, plugins, cutoff)
@@ -577,6 +594,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
         cohort=cohort, endpoints=endpoints, statistics=statistics,
         paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
         plugin_files=files, defaults=defaults, disclosure=disclosure, variant=variant, plugins=plugins, reading=reading,
+        executor=executor,
     )
 
 
@@ -638,7 +656,14 @@ def _load(raw: dict, sha: str, *, path: Path | None, base: Path, data: str | Pat
         except SpecError as exc:
             raise SpecError(f"sensitivity variant '{name}' (set {settings})", str(exc)) from None
         variants.append(variant)
-    return dataclasses.replace(primary, variants=tuple(variants), variant_settings=dict(expanded))
+    return dataclasses.replace(primary, variants=tuple(variants), variant_settings=dict(expanded),
+                               origin=(raw, sha, path, base, data_override))
+
+
+def load_origin(origin: tuple) -> Spec:
+    """The spec ``Spec.origin`` was taken from, loaded again (in a worker process, say)."""
+    raw, sha, path, base, data = origin
+    return _load(copy.deepcopy(raw), sha, path=path, base=base, data=data, plugins=None)
 
 
 # --------------------------------------------------------------------------- sensitivity variants

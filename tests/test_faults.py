@@ -344,7 +344,7 @@ def test_a_variant_whose_worker_dies_twice_fails_by_name_and_the_others_stand(st
     proc = run_process(study, "run", study.spec, "-o", study.out, "--quiet", "--jobs", "2",
                        env={"TEST_MARKER": str(study.root / "died")})
     assert proc.returncode == 3, proc.stderr
-    assert "variant dies) failed: the worker process running this variant died" in proc.stderr
+    assert "variant dies) failed: the worker process running this partition died" in proc.stderr
     results = json.loads((study.out / "results.json").read_text())
     assert {f["variant"] for f in results["failures"]} == {"dies"}
     assert {r["variant"] for r in results["results"] if r["endpoint"] == "slow"} == {"primary", "to last visit"}

@@ -1,0 +1,255 @@
+"""Where the map tasks of a run execute: here (``serial``), in forked worker processes
+(``processes``), or on a Dask cluster (``dask``: an existing scheduler, or a ``LocalCluster``).
+
+A task maps one partition of the patients (or some cohorts of it): it reads its partition or gets
+it from this process, builds the cohorts and derives the per-patient frames, and sends back only
+those frames and the cohorts' counts (:class:`~endpointkit.mapreduce.PartitionOutput`). The
+executor never changes a result: tasks are merged in partition order, whatever order they finish in.
+
+In a worker, a task finds its run in ``_JOBS`` (put there before the workers were forked); a Dask
+worker that does not have it rebuilds it from the :class:`Recipe` (it loads the spec and its plugin
+files itself, and reads its own partition).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import CohortData
+from .errors import UsageError
+from .mapreduce import CohortPart, Failure, PartitionOutput, Plan, map_partition
+from .spec import Spec
+
+EXECUTORS = ("serial", "processes", "dask")
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """``--executor``, ``--partitions``, ``--jobs`` (workers) and ``--scheduler`` (Dask only)."""
+
+    name: str = "serial"
+    partitions: int = 1
+    workers: int = 1
+    scheduler: str | None = None
+
+    def check(self, where: str = "--executor") -> None:
+        if self.name not in EXECUTORS:
+            raise UsageError(f"{where}: expected one of {', '.join(EXECUTORS)}, got '{self.name}'")
+        if self.scheduler and self.name != "dask":
+            raise UsageError(f"--scheduler {self.scheduler}: a scheduler address is for --executor dask")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a fresh process needs to rebuild a run: the spec's origin, the variants and endpoints."""
+
+    origin: tuple
+    variants: tuple[str, ...]
+    only: tuple[str, ...]
+    partitions: int
+
+
+@dataclass
+class Job:
+    """One run's map, as every task sees it."""
+
+    key: str
+    recipe: Recipe
+    plan: Plan
+    plugins: Any
+    read: Callable[[int, int], CohortData] | None = None  # reads one partition (sources that can)
+    parts: list[CohortData] = field(default_factory=list)  # or the partitions, split in this process
+
+
+@dataclass(frozen=True)
+class Task:
+    part: int
+    parts: int
+    cohorts: tuple[str, ...]
+
+
+_JOBS: dict[str, Job] = {}
+
+
+def run_task(key: str, task: Task, recipe: Recipe | None = None, data: CohortData | None = None) -> PartitionOutput:
+    """A map task, in whichever process runs it."""
+    job = _JOBS.get(key)
+    if job is None:  # a Dask worker: rebuild the run from its recipe, once per worker process
+        from .engine import job_from_recipe
+
+        job = _JOBS[key] = job_from_recipe(key, recipe)
+    if data is None:
+        data = job.parts[task.part] if job.parts else job.read(task.part, task.parts)
+    return map_partition(data, task.part, job.plan, list(task.cohorts), job.plugins)
+
+
+def tasks_for(plan: Plan, partitions: int, workers: int) -> list[Task]:
+    """One task per partition with all its cohorts; with fewer partitions than workers, one task
+    per partition and cohort, so that the variants of a grid also spread over the workers."""
+    keys = tuple(plan.cohorts)
+    if partitions >= workers or len(keys) == 1:
+        return [Task(k, partitions, keys) for k in range(partitions)]
+    return [Task(k, partitions, (c,)) for k in range(partitions) for c in keys]
+
+
+def _worker_died(task: Task, reason: str) -> PartitionOutput:
+    failure = Failure(reason)
+    return PartitionOutput(part=task.part, cohorts={c: CohortPart(failure=failure) for c in task.cohorts}, results={})
+
+
+Progress = Callable[[int, int, str], None] | None
+
+
+def execute(job: Job, tasks: list[Task], settings: ExecutorSettings, progress: Progress = None) -> list[PartitionOutput]:
+    """Run every task on the chosen executor; outputs in task order."""
+    workers = max(1, settings.workers)
+    _JOBS[job.key] = job
+    try:
+        if settings.name == "dask":
+            return list(_ordered(tasks, _dask(job, tasks, settings), progress))
+        if settings.name == "serial" or workers == 1 or len(tasks) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return list(_ordered(tasks, ((i, run_task(job.key, t)) for i, t in enumerate(tasks)), progress))
+        return list(_ordered(tasks, _processes(job, tasks, min(workers, len(tasks))), progress))
+    finally:
+        _JOBS.pop(job.key, None)
+
+
+def _ordered(tasks: list[Task], done: Iterator[tuple[int, PartitionOutput]], progress: Progress) -> Iterator[PartitionOutput]:
+    outputs: list[PartitionOutput | None] = [None] * len(tasks)
+    for count, (index, output) in enumerate(done, start=1):
+        outputs[index] = output
+        if progress:
+            task = tasks[index]
+            progress(count, len(tasks), f"partition {task.part + 1}/{task.parts}")
+    yield from outputs  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _worker_setup() -> None:
+    """In each worker: end with the parent (Linux PR_SET_PDEATHSIG), leave Ctrl-C to the parent
+    (which ends its workers), and die on SIGTERM without the parent's handler."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent still ends its workers
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now (Python 3.11's executor has no terminate; 3.14 adds terminate_workers)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _fork_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_setup)
+
+
+def _retry_alone(job: Job, task: Task) -> PartitionOutput:
+    """A task whose worker died runs again in a fresh worker of its own; if that dies too, its
+    cohorts' variants fail (recorded, named) and the others stand."""
+    pool = _fork_pool(1)
+    try:
+        return pool.submit(run_task, job.key, task).result()
+    except BrokenProcessPool:
+        return _worker_died(task, "the worker process running this partition died twice (killed, e.g. by the "
+                                  "out-of-memory killer); run with fewer --jobs or more --partitions")
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _processes(job: Job, tasks: list[Task], workers: int) -> Iterator[tuple[int, PartitionOutput]]:
+    """Tasks in forked workers, which share this process's data copy-on-write."""
+    pool: ProcessPoolExecutor | None = _fork_pool(workers)
+    died: list[int] = []
+    try:
+        futures = {pool.submit(run_task, job.key, task): i for i, task in enumerate(tasks)}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    yield futures[future], future.result()
+                except BrokenProcessPool:  # a worker died (OOM killer, a signal): retried below, one by one
+                    died.append(futures[future])
+        pool.shutdown(wait=True)
+        pool = None
+        for index in sorted(died):
+            yield index, _retry_alone(job, tasks[index])
+    except BaseException:
+        if pool is not None:  # interrupted (Ctrl-C, SIGTERM) or failed: no worker outlives the run
+            _end_workers(pool)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- dask
+
+
+def dask_client(settings: ExecutorSettings):
+    """A client of the cluster at ``--scheduler``, or of a new LocalCluster (one single-threaded
+    worker process per --jobs); closed by the caller."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("--executor dask needs Dask: pip install 'endpointkit[dask]'") from None
+    if settings.scheduler:
+        try:
+            return Client(settings.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise UsageError(f"--scheduler {settings.scheduler}: cannot reach a Dask scheduler there ({exc})") from None
+    workers = settings.workers if settings.workers > 1 else (os.cpu_count() or 1)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    client.close_cluster = True  # ours: closed with the client
+    return client
+
+
+def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[tuple[int, PartitionOutput]]:
+    """Tasks on a Dask cluster: each worker reads its own partition (or gets it scattered from here
+    when the source cannot be read by partition); a task whose worker dies is retried by Dask."""
+    from distributed import as_completed
+
+    client = dask_client(settings)
+    try:
+        scattered = client.scatter(job.parts) if job.parts else None
+        futures = {}
+        for i, task in enumerate(tasks):
+            data = scattered[task.part] if scattered is not None else None
+            futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
+                                  key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
+        for future in as_completed(futures):
+            if future.status == "error":
+                exc = future.exception()
+                from distributed.scheduler import KilledWorker
+
+                if isinstance(exc, KilledWorker):
+                    yield futures[future], _worker_died(tasks[futures[future]], "the Dask workers running this partition "
+                                                                               f"died ({exc}); run with more --partitions")
+                    continue
+                raise exc
+            yield futures[future], future.result()
+    finally:
+        cluster = client.cluster if getattr(client, "close_cluster", False) else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def recipe_of(spec: Spec, variants: list[Spec], only: tuple[str, ...], partitions: int) -> Recipe:
+    return Recipe(origin=spec.origin, variants=tuple(v.variant for v in variants), only=only, partitions=partitions)

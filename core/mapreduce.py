@@ -1,0 +1,259 @@
+"""The map step of a run and the exact merge of its partitions.
+
+A run is planned once (:func:`plan_run`): the distinct cohorts its variants build, and the distinct
+derivations (an endpoint's ``derive`` under one cohort and the params it reads). Each partition of
+the patients is then mapped (:func:`map_partition`): it builds each cohort on its own patients and
+derives each endpoint's per-patient frame. :func:`merge` puts the partitions together exactly:
+attrition counts add up, data-quality records and per-patient rows are concatenated and put in
+the order of the source lines, so that any number of partitions gives the result of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cohort import QUALITY_COLUMNS, Refusal, build_cohort, in_report_order, refusal_error
+from .data import LINE, CohortData
+from .endpoint import Context, EndpointResult
+from .errors import EndpointkitError, SpecError, UsageError
+from .manager import Plugins
+from .params import params_dict
+from .spec import CohortSettings, Spec
+
+ORDER = "__source_line"  # the patient's line in the patients table: the order of merged per-patient rows
+
+
+def cohort_key(spec: Spec) -> str:
+    """What a cohort depends on: the resolved cohort settings and the data cut-off."""
+    resolved = spec.resolved()["cohort"]
+    return json.dumps([resolved, str(spec.cohort.cutoff)], sort_keys=True, default=str)
+
+
+def _settings_text(params: Any, leave_out: tuple[str, ...] = ()) -> str:
+    if not dataclasses.is_dataclass(params):
+        return repr(params)
+    return json.dumps({k: v for k, v in params_dict(params).items() if k not in leave_out}, sort_keys=True, default=str)
+
+
+def derive_key(cohort: str, plugin: str, endpoint_cls: type, params: Any, year_days: float) -> tuple:
+    """What an endpoint's derived frame depends on: the cohort, the plugin, the params it reads, the year length."""
+    return ("derive", cohort, plugin, type(params).__qualname__, _settings_text(params, endpoint_cls.summary_params), year_days)
+
+
+def result_key(cohort: str, plugin: str, params: Any, ctx: Context) -> tuple:
+    """What an endpoint's result depends on: the cohort, the plugin, all its params, the statistics settings."""
+    return ("endpoint", cohort, plugin, type(params).__qualname__, _settings_text(params),
+            ctx.quantile_method, repr(ctx.paired_test), ctx.year_days)
+
+
+def context_of(spec: Spec, cache: dict | None = None) -> Context:
+    return Context(quantile_method=spec.statistics.quantile_method, paired_test=spec.paired_test,
+                   year_days=spec.statistics.year_days, cache={} if cache is None else cache)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One endpoint computation of the map: a ``derive`` (``whole`` False) or, for an endpoint
+    that only implements ``compute``, its whole result (one partition only)."""
+
+    cohort: str
+    plugin: str
+    params: Any
+    ctx: Context
+    whole: bool = False
+
+
+@dataclass
+class Plan:
+    """The cohorts and endpoint computations a run needs, each once."""
+
+    cohorts: dict[str, CohortSettings]
+    steps: dict[tuple, Step]
+
+    def steps_of(self, cohort: str) -> list[tuple[tuple, Step]]:
+        return [(key, step) for key, step in self.steps.items() if step.cohort == cohort]
+
+
+def plan_run(variants: list[Spec], plugins: Plugins, only: tuple[str, ...], partitions: int) -> Plan:
+    """The distinct cohorts and derivations of these variants; an endpoint that cannot be split by
+    patient refuses more than one partition."""
+    cohorts: dict[str, CohortSettings] = {}
+    steps: dict[tuple, Step] = {}
+    for variant in variants:
+        key = cohort_key(variant)
+        cohorts.setdefault(key, variant.cohort)
+        ctx = context_of(variant)
+        for endpoint in variant.endpoints:
+            if only and endpoint.id not in only:
+                continue
+            endpoint_cls = plugins.endpoints.items[endpoint.plugin]
+            if endpoint_cls.splits():
+                steps.setdefault(derive_key(key, endpoint.plugin, endpoint_cls, endpoint.params, ctx.year_days),
+                                 Step(key, endpoint.plugin, endpoint.params, ctx))
+            elif partitions > 1:
+                raise UsageError(
+                    f"--partitions {partitions}: endpoint '{endpoint.id}' (plugin {endpoint.plugin}, from "
+                    f"{endpoint_cls.provider or 'a plugin'}) implements only compute(), so it cannot run on partitions "
+                    "of the patients; run it with --partitions 1, or leave it out with --only, or give the plugin "
+                    "derive() and summarise() (see the plugin guide)")
+            else:
+                steps.setdefault(result_key(key, endpoint.plugin, endpoint.params, ctx),
+                                 Step(key, endpoint.plugin, endpoint.params, ctx, whole=True))
+    return Plan(cohorts=cohorts, steps=steps)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step that raised: a user's mistake (``spec``: exit 2 with the endpoint's spec path) or a
+    plugin's bug (the endpoint's rows fail, exit 3)."""
+
+    reason: str
+    detail: str = ""
+    spec_path: str | None = None  # set for a user's mistake (EndpointkitError): the path under endpoints[i]
+
+
+@dataclass
+class CohortPart:
+    """One cohort built on one partition: what the merge needs of it."""
+
+    steps: list[tuple[str, int]] = field(default_factory=list)
+    quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
+    refusals: list[Refusal] = field(default_factory=list)
+    failure: Failure | None = None
+    patients: int = 0
+
+
+@dataclass
+class PartitionOutput:
+    """The map of one partition (or of some cohorts of one partition)."""
+
+    part: int
+    cohorts: dict[str, CohortPart]
+    results: dict[tuple, pd.DataFrame | EndpointResult | Failure]
+    checksums: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _failure(exc: BaseException) -> Failure:
+    if isinstance(exc, EndpointkitError):
+        return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
+    if isinstance(exc, SystemExit):
+        return Failure(f"the plugin called sys.exit({exc.code!r}); a plugin must raise an exception instead",
+                       traceback.format_exc(limit=-3))
+    return Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=-3))
+
+
+def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str], plugins: Plugins) -> PartitionOutput:
+    """Build each cohort on this partition's patients and run its steps."""
+    started = time.perf_counter()
+    cohorts: dict[str, CohortPart] = {}
+    results: dict[tuple, Any] = {}
+    for key in cohort_keys:
+        try:
+            cohort = build_cohort(data, plan.cohorts[key], plugins.criteria, partial=True)
+        except EndpointkitError:
+            raise
+        except (Exception, SystemExit) as exc:  # a criterion plugin's bug: the variants of this cohort fail
+            failure = _failure(exc)
+            cohorts[key] = CohortPart(failure=dataclasses.replace(failure, reason=f"building the cohort failed: {failure.reason}"))
+            continue
+        cohorts[key] = CohortPart(steps=list(cohort.attrition[["step", "remaining"]].itertuples(index=False, name=None)),
+                                  quality=cohort.quality, refusals=cohort.refusals, patients=len(cohort.patients))
+        lines = cohort.patients[LINE].to_numpy(dtype=np.int64) if LINE in cohort.patients else np.arange(len(cohort.patients))
+        cache: dict = {}  # what the steps memoise, within this partition
+        for step_key, step in plan.steps_of(key):
+            endpoint = plugins.endpoints.items[step.plugin]()
+            ctx = dataclasses.replace(step.ctx, cache=cache)
+            try:
+                if step.whole:
+                    results[step_key] = endpoint.compute(cohort, step.params, ctx)
+                    continue
+                frame = endpoint.derive(cohort, step.params, ctx)
+                if not isinstance(frame, pd.DataFrame) or not len(frame.columns) or frame.columns[0] != "patient_id":
+                    results[step_key] = Failure(f"derive() must return a DataFrame whose first column is patient_id, got "
+                                                f"{type(frame).__name__}")
+                    continue
+                rows = cohort.patient_rows(frame)
+                results[step_key] = frame.assign(**{ORDER: np.where(rows >= 0, lines[np.clip(rows, 0, None)], -1)})
+            except (Exception, SystemExit) as exc:  # noqa: PERF203 - one step's failure must not stop the others
+                results[step_key] = _failure(exc)
+    return PartitionOutput(part=part, cohorts=cohorts, results=results, checksums=dict(data.checksums),
+                           seconds=time.perf_counter() - started)
+
+
+@dataclass
+class MergedCohort:
+    """A cohort put together from its partitions."""
+
+    attrition: pd.DataFrame
+    quality: pd.DataFrame
+    patients: int
+    failure: Failure | None = None
+    error: SpecError | None = None  # a refusal that holds for the whole cohort
+
+
+@dataclass
+class Merged:
+    cohorts: dict[str, MergedCohort]
+    results: dict[tuple, pd.DataFrame | EndpointResult | Failure]
+    checksums: dict[str, str]
+
+
+def _merge_cohort(parts: list[CohortPart], settings: CohortSettings) -> MergedCohort:
+    failed = next((p.failure for p in parts if p.failure is not None), None)
+    if failed is not None:
+        empty = pd.DataFrame(columns=["step", "remaining", "excluded"])
+        return MergedCohort(attrition=empty, quality=pd.DataFrame(columns=QUALITY_COLUMNS), patients=0, failure=failed)
+    names = [name for name, _ in parts[0].steps]
+    remaining = np.sum([[n for _, n in p.steps] for p in parts], axis=0)
+    attrition = pd.DataFrame({"step": names, "remaining": remaining.astype(np.int64)})
+    attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)
+    qualities = [p.quality for p in parts if not p.quality.empty]
+    quality = in_report_order(pd.concat(qualities, ignore_index=True)) if qualities else parts[0].quality
+    error = None
+    refusals = sorted((r for p in parts for r in p.refusals), key=lambda r: r.step)
+    for refusal in refusals:  # the first step after which nobody remains in the whole cohort
+        if attrition["remaining"].iloc[refusal.step] == 0 and attrition["remaining"].iloc[refusal.step - 1] > 0:
+            evidence = pd.concat([r.evidence for r in refusals if r.path == refusal.path], ignore_index=True)
+            error = refusal_error(refusal, int(attrition["remaining"].iloc[refusal.step - 1]), evidence, settings)
+            break
+    return MergedCohort(attrition=attrition, quality=quality, patients=int(remaining[-1]), error=error)
+
+
+def _merge_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-patient rows of every partition, in the order of their patients' source lines (a
+    patient's own rows keep their order)."""
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    order = np.argsort(frame[ORDER].to_numpy(), kind="stable")
+    if not np.array_equal(order, np.arange(len(order))):
+        frame = frame.iloc[order]
+    return frame.drop(columns=ORDER).reset_index(drop=True)
+
+
+def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
+    """The partitions' maps as the map of the whole data (exact: counts add, rows concatenate)."""
+    outputs = sorted(outputs, key=lambda o: o.part)
+    cohorts = {}
+    for key, settings in plan.cohorts.items():
+        parts = [o.cohorts[key] for o in outputs if key in o.cohorts]
+        cohorts[key] = _merge_cohort(parts, settings)
+    results: dict[tuple, Any] = {}
+    for key in plan.steps:
+        parts = [o.results[key] for o in outputs if key in o.results]
+        failed = next((p for p in parts if isinstance(p, Failure)), None)
+        if failed is not None:
+            results[key] = failed
+        elif parts and isinstance(parts[0], EndpointResult):
+            results[key] = parts[0]  # a whole-cohort compute: one partition only
+        elif parts:
+            results[key] = _merge_frames(parts)
+    checksums = outputs[0].checksums if outputs else {}
+    return Merged(cohorts=cohorts, results=results, checksums=checksums)
