@@ -197,11 +197,14 @@ class ArrChange(Endpoint):
     requires = ("relapses",)
     Params = ArrParams
     headline = ("pre", "post", "paired_test", "responders")
+    summary_params = ("summary", "responder", "rate_ratio_ci")
 
-    def compute(self, cohort, params: ArrParams, ctx) -> EndpointResult:
-        # the per-patient derivation does not depend on the statistics settings: shared by variants
-        frame = cohort.memo(ctx, ("arr_change", repr(params), ctx.year_days),
-                            lambda: compute_arr(cohort, params, ctx.year_days)).copy(deep=False)
+    def derive(self, cohort, params: ArrParams, ctx) -> pd.DataFrame:
+        """Each patient's windows, relapse counts, ARRs and exclusion reason (their own records only)."""
+        return compute_arr(cohort, params, ctx.year_days)
+
+    def summarise(self, frame: pd.DataFrame, params: ArrParams, ctx) -> EndpointResult:
+        """Summaries of the ARRs, the paired test and responders; adds ``arr_difference`` and ``responder``."""
         used = frame[frame["included"]]
         n = len(used)
         if params.summary == "crude":
