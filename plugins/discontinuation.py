@@ -94,9 +94,14 @@ class Discontinuation(Endpoint):
     description = "Patients who stopped the index treatment (for given reasons), time to stop, reasons, KM persistence."
     Params = DiscontinuationParams
     headline = ("discontinued", "time_to_discontinuation_months")
+    summary_params = ("method", "landmarks_months")
 
-    def compute(self, cohort, params: DiscontinuationParams, ctx) -> EndpointResult:
-        frame = cohort.memo(ctx, ("discontinuation", repr(params)), lambda: compute_discontinuation(cohort, params)).copy(deep=False)
+    def derive(self, cohort, params: DiscontinuationParams, ctx) -> pd.DataFrame:
+        """Each patient's course end, stop reason, stop flag, time to stop and KM time/event."""
+        return compute_discontinuation(cohort, params)
+
+    def summarise(self, frame: pd.DataFrame, params: DiscontinuationParams, ctx) -> EndpointResult:
+        """Proportion stopped, time to stop, the reasons block and KM persistence, over every patient of the frame."""
         n = len(frame)
         which = "for " + " or ".join(r.strip().lower() for r in params.reasons) if params.reasons else "for any reason"
         rows = [

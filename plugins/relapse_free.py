@@ -141,6 +141,7 @@ class RelapseFree(Endpoint):
     requires = ("relapses",)
     Params = RelapseFreeParams
     headline = ("relapse_free",)
+    summary_params = ("method", "landmarks_months")
 
     @classmethod
     def headline_for(cls, params: RelapseFreeParams) -> tuple[str, ...]:
@@ -150,8 +151,12 @@ class RelapseFree(Endpoint):
             return (*cls.headline, f"relapse_free_at_{landmark_label(landmarks[0])}m")
         return cls.headline
 
-    def compute(self, cohort, params: RelapseFreeParams, ctx) -> EndpointResult:
-        frame = cohort.memo(ctx, ("relapse_free", repr(params)), lambda: compute_relapse_free(cohort, params)).copy(deep=False)
+    def derive(self, cohort, params: RelapseFreeParams, ctx) -> pd.DataFrame:
+        """Each patient's post window, first relapse in it, crude flag and KM time/event."""
+        return compute_relapse_free(cohort, params)
+
+    def summarise(self, frame: pd.DataFrame, params: RelapseFreeParams, ctx) -> EndpointResult:
+        """The crude proportion, follow-up, the KM fit and its landmarks, from the per-patient frame."""
         used = frame[frame["included"]]
         n = len(used)
         free = int(used["relapse_free"].sum())
