@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from endpointkit import Endpoint, EndpointResult, hookimpl, param
@@ -38,6 +39,11 @@ SEVERE_WORDS = {
     "grade_ge3": "grade >= 3",
     "serious": "serious",
 }
+# helper columns of the derived frame (what the summary needs beyond the per-patient output), dropped by summarise
+HELPER = "__safety:"
+BEFORE_INDEX, AFTER_WINDOW = HELPER + "events_before_index", HELPER + "events_after_window"
+TERM_EVENTS, TERM_GRADE = HELPER + "term_events:", HELPER + "term_worst_grade:"
+TERM_LINE, TERM_SPELLING = HELPER + "term_first_line:", HELPER + "term_first_spelling:"
 FLAGS = ("any_ae", "severe_ae", "serious_ae", "ae_led_to_discontinuation", "severe_ae_led_to_discontinuation")
 
 
@@ -111,23 +117,47 @@ def per_patient_frame(cohort, events: pd.DataFrame, params: SafetyParams, year_d
     return frame
 
 
-def term_rows(events: pd.DataFrame, frame: pd.DataFrame, n: int) -> tuple[list, pd.DataFrame]:
-    """``term:<term>`` and ``term:<term>:grade_ge3`` rows plus per-patient term columns."""
+def term_columns(cohort, events: pd.DataFrame) -> pd.DataFrame:
+    """What the by-term rows need, per patient and term (by its key), from the patient's own records:
+    treatment-emergent events and their worst grade, and the CSV line and spelling of the patient's
+    first record of the term (in or out of the window; the earliest line of all patients names it)."""
+    ids = cohort.patients["patient_id"]
+    columns: dict[str, np.ndarray] = {}
     te = events[events["treatment_emergent"]]
-    if te.empty:
-        return [], frame
-    first_seen = events.sort_values("_line", kind="stable").drop_duplicates("term_key")
-    spelling = dict(zip(first_seen["term_key"], first_seen["term"].astype(str).str.strip()))
-    per_term = te.groupby(["patient_id", "term_key"]).agg(events=("term_key", "size"), worst_grade=("grade", "max"))
-    patients_with = per_term.groupby("term_key").size()
-    patients_ge3 = per_term[per_term["worst_grade"] >= 3].groupby("term_key").size()
-    summary = pd.DataFrame({"patients": patients_with, "ge3": patients_ge3}).fillna(0).astype(int)
-    summary["name"] = [spelling[k] for k in summary.index]
+    if not te.empty:
+        per_term = te.groupby(["patient_id", "term_key"]).agg(events=("term_key", "size"), worst_grade=("grade", "max"))
+        # one alignment on patient_id for all terms (patients x terms), then plain column picks
+        counts = per_term["events"].unstack("term_key").reindex(ids).fillna(0).astype(int)
+        grades = per_term["worst_grade"].unstack("term_key").reindex(ids)
+        for key in counts.columns:  # one loop step per term, not per patient
+            columns[TERM_EVENTS + key] = counts[key].to_numpy()
+            columns[TERM_GRADE + key] = grades[key].to_numpy(dtype=float)
+    if not events.empty:
+        first = events.sort_values("_line", kind="stable").drop_duplicates(["patient_id", "term_key"])
+        first = first.assign(spelling=first["term"].astype(str).str.strip())
+        lines = first.pivot(index="patient_id", columns="term_key", values="_line").reindex(ids)
+        spellings = first.pivot(index="patient_id", columns="term_key", values="spelling").reindex(ids)
+        for key in lines.columns:
+            columns[TERM_LINE + key] = lines[key].to_numpy(dtype=float)
+            columns[TERM_SPELLING + key] = spellings[key].to_numpy(dtype=object)
+    return pd.DataFrame(columns, index=ids.index)
+
+
+def term_rows(frame: pd.DataFrame, n: int) -> tuple[list, pd.DataFrame]:
+    """``term:<term>`` and ``term:<term>:grade_ge3`` rows and the per-patient term columns, from the
+    columns of :func:`term_columns` of every patient (a patient without a term has none: blank)."""
+    keys = sorted(c[len(TERM_EVENTS):] for c in frame.columns if c.startswith(TERM_EVENTS))
+    if not keys:
+        return [], pd.DataFrame(index=frame.index)
+    counts = {key: frame[TERM_EVENTS + key].fillna(0).astype(int) for key in keys}
+    grades = {key: frame[TERM_GRADE + key].astype(float) for key in keys}
+    summary = pd.DataFrame({
+        "patients": pd.Series({key: int((counts[key] > 0).sum()) for key in keys}, dtype=int),
+        "ge3": pd.Series({key: int((grades[key] >= 3).sum()) for key in keys}, dtype=int),
+    }).sort_index()
+    summary["name"] = [_first_spelling(frame, key) for key in summary.index]
     summary["sort_name"] = summary["name"].str.casefold()
     summary = summary.sort_values(["patients", "sort_name"], ascending=[False, True], kind="stable")
-    # one alignment on patient_id for all terms (patients x terms), then plain column picks
-    counts = per_term["events"].unstack("term_key").reindex(frame["patient_id"]).fillna(0).astype(int)
-    grades = per_term["worst_grade"].unstack("term_key").reindex(frame["patient_id"])
     columns = {}
     rows = []
     for key, info in summary.iterrows():  # one loop step per term, not per patient
@@ -136,7 +166,14 @@ def term_rows(events: pd.DataFrame, frame: pd.DataFrame, n: int) -> tuple[list, 
         rows.append(proportion_row(f"term:{name}:grade_ge3", info["ge3"], n, label=f"{name}, worst grade >= 3, n (%)"))
         columns[f"term:{name}:events"] = counts[key].to_numpy()
         columns[f"term:{name}:worst_grade"] = grades[key].to_numpy(dtype=float)
-    return rows, pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+    return rows, pd.DataFrame(columns, index=frame.index)
+
+
+def _first_spelling(frame: pd.DataFrame, key: str) -> str:
+    """The term as first spelled in the adverse-events file (earliest CSV line of any patient)."""
+    spelled = frame[TERM_SPELLING + key].notna()
+    first = frame.loc[spelled, TERM_LINE + key].sort_values(kind="stable").index[0]
+    return frame.at[first, TERM_SPELLING + key]
 
 
 class Safety(Endpoint):
@@ -146,14 +183,23 @@ class Safety(Endpoint):
     requires = ("adverse_events",)
     Params = SafetyParams
     headline = ("any_ae", "severe_ae", "severe_ae_led_to_discontinuation")
+    summary_params = ("denominator",)
 
-    def compute(self, cohort, params: SafetyParams, ctx) -> EndpointResult:
-        def derive():
-            events = classify_events(cohort, params)
-            return events, per_patient_frame(cohort, events, params, ctx.year_days)
+    def derive(self, cohort, params: SafetyParams, ctx) -> pd.DataFrame:
+        """Each patient's event counts, flags, worst grade and exposure; the events outside the window
+        before index and after it, and (``by_term``) the term columns, as helper columns."""
+        events = classify_events(cohort, params)
+        frame = per_patient_frame(cohort, events, params, ctx.year_days)
+        outside = events[~events["treatment_emergent"]]
+        rows = cohort.patient_rows(outside)
+        frame[BEFORE_INDEX] = np.bincount(rows[outside["before_index"].to_numpy(dtype=bool)], minlength=len(frame))
+        frame[AFTER_WINDOW] = np.bincount(rows[outside["after_window"].to_numpy(dtype=bool)], minlength=len(frame))
+        if params.by_term:
+            frame = pd.concat([frame, term_columns(cohort, events)], axis=1)
+        return frame
 
-        events, frame = cohort.memo(ctx, ("safety", repr(params), ctx.year_days), derive)  # shared by variants
-        frame = frame.copy(deep=False)
+    def summarise(self, frame: pd.DataFrame, params: SafetyParams, ctx) -> EndpointResult:
+        """Proportions over every patient of the frame, event counts and rates, the by-term rows."""
         n = len(frame)
         severe_words = SEVERE_WORDS[params.severe]
         labels = {
@@ -172,11 +218,11 @@ class Safety(Endpoint):
             "action 'discontinued' (case-insensitive), and for severe ones the same event must be severe; "
             f"n (%) of all {n} patients; the related and treatment columns are not used.",
         ]
-        outside = events[~events["treatment_emergent"]]
-        if not outside.empty:
+        outside = int(frame["events_outside_window"].sum())
+        if outside:
             notes.append(
-                f"{len(outside)} adverse event(s) outside the treatment-emergent window not counted "
-                f"({int(outside['before_index'].sum())} before index, {int(outside['after_window'].sum())} "
+                f"{outside} adverse event(s) outside the treatment-emergent window not counted "
+                f"({int(frame[BEFORE_INDEX].sum())} before index, {int(frame[AFTER_WINDOW].sum())} "
                 f"after follow-up end + {params.te_window_days} days)."
             )
         if params.denominator == "per_100_patient_years":
@@ -190,14 +236,17 @@ class Safety(Endpoint):
                 f"sum of (follow-up end - index) / {ctx.year_days:g} = {person_years:.2f}, without the "
                 f"{params.te_window_days}-day treatment-emergent window."
             )
+        per_patient = frame.drop(columns=[c for c in frame.columns if c.startswith(HELPER)])
         if params.by_term:
-            extra, frame = term_rows(events, frame, n)
+            extra, columns = term_rows(frame, n)
             rows.extend(extra)
+            if len(columns.columns):
+                per_patient = pd.concat([per_patient, columns], axis=1)
             notes.append(
                 "By term: terms matched case-insensitively (first spelling shown); patients with the term and "
                 "patients whose worst grade for the term is >= 3, each counted once per term, n (%) of all patients."
             )
-        return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded={})
+        return EndpointResult(rows=rows, per_patient=per_patient, notes=notes, excluded={})
 
 
 @hookimpl
