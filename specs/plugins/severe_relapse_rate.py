@@ -23,12 +23,18 @@ class SevereRelapseRate(Endpoint):
     requires = ("relapses",)
     Params = SevereParams
     headline = ("pre", "post", "paired_test")
+    # params that only summarise() reads; none here: both change each patient's rates
+    summary_params = ()
 
-    def compute(self, cohort, params, ctx):
+    def derive(self, cohort, params, ctx):
+        # the map: one row per patient of `cohort` (perhaps one partition), from that patient's records only
         relapses = cohort.table("relapses")
         severe = (relapses["severity"].astype("string").str.casefold() == params.severity.casefold()).fillna(False)
-        frame = compute_arr(cohort.with_table("relapses", relapses[severe]), ArrParams(post_lag_days=params.post_lag_days), ctx.year_days)
-        used = frame[frame["included"]]
+        return compute_arr(cohort.with_table("relapses", relapses[severe]), ArrParams(post_lag_days=params.post_lag_days), ctx.year_days)
+
+    def summarise(self, per_patient, params, ctx):
+        # the reduce: the rows from every patient's values, once the partitions are put together
+        used = per_patient[per_patient["included"]]
         rows = [
             median_row("pre", used["pre_arr"], ctx.quantile_method, label="Severe ARR before, median [IQR]"),
             median_row("post", used["post_arr"], ctx.quantile_method, label="Severe ARR after, median [IQR]"),
@@ -36,7 +42,7 @@ class SevereRelapseRate(Endpoint):
             signed_rank_row("paired_test", exact_rate_difference(used, ctx.year_days), ctx.paired_test, label="Change, p"),
         ]
         note = f"Severe = relapses.severity '{params.severity}'; windows as arr_change (since onset; post lag {params.post_lag_days} days)."
-        return EndpointResult(rows=rows, per_patient=frame, notes=[note])
+        return EndpointResult(rows=rows, per_patient=per_patient, notes=[note])
 
 
 @hookimpl
