@@ -51,7 +51,8 @@ def window_starts(cohort, params: ArrParams, relapses: pd.DataFrame) -> tuple[pd
         treatments = cohort.table("treatments")
         wanted = params.prior_treatment.strip().casefold()
         prior = treatments[treatments["treatment"].astype(str).str.strip().str.casefold() == wanted]
-        start = patients["patient_id"].map(prior.groupby("patient_id")["start_date"].min()).astype("datetime64[ns]")
+        first_start = prior.groupby("patient_id")["start_date"].min()  # reindex, not map: an empty partition works too
+        start = pd.Series(first_start.reindex(patients["patient_id"]).to_numpy(), index=patients.index).astype("datetime64[ns]")
         reason[start.isna()] = f"no {params.prior_treatment} start"
         start = start.where(onset.isna() | (start >= onset), onset)
     else:

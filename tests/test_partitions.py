@@ -1,0 +1,228 @@
+"""Endpoints on partitions of the patients give the files of one run, byte for byte.
+
+An endpoint that derives per-patient frames (on each partition) and summarises the merged frame
+must write, with ``--partitions 3`` or ``8``, every output file exactly as ``--partitions 1`` does.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from endpointkit.partitioning import partition_of
+from endpointkit.plugins.arr_change import ArrChange
+from endpointkit.plugins.characteristics import Characteristics
+from endpointkit.plugins.discontinuation import Discontinuation
+from endpointkit.plugins.relapse_free import RelapseFree
+from endpointkit.plugins.safety import Safety
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------------
+# characteristics, arr_change, relapse_free, discontinuation, safety and the example plugin
+# (specs/plugins/severe_relapse_rate.py)
+# ---------------------------------------------------------------------------------------------------
+
+SPLIT = (Characteristics, ArrChange, RelapseFree, Discontinuation, Safety)
+
+OUTCOMES_ENDPOINTS = """
+endpoints:
+  - {id: patients, plugin: characteristics, params: {variables: [diagnosis, antibody_status, group, bmi, female]}}
+  - {id: arr, plugin: arr_change}
+  - id: arr_crude
+    plugin: arr_change
+    params: {summary: crude, rate_ratio_ci: robust, min_pre_days: 100, exclude_index_relapse_days: 14, post_lag_days: 30}
+  - id: arr_prior
+    plugin: arr_change
+    params: {pre_window: since_prior_treatment, prior_treatment: azathioprine, summary: mean_sd, responder: halved}
+  - {id: relapse_free, plugin: relapse_free, params: {method: km, landmarks_months: [6, 12, 24], post_lag_days: 30}}
+  - id: discontinuation
+    plugin: discontinuation
+    params: {reasons: [Relapse, " adverse event"], method: km, landmarks_months: [12, 36]}
+  - {id: safety, plugin: safety}
+  - {id: safety_terms, plugin: safety, params: {by_term: true, denominator: per_100_patient_years, severe: grade_ge3}}
+  - {id: safety_serious, plugin: safety, params: {by_term: true, te_window_days: 0, severe: serious}}
+  - {id: severe_arr, plugin: severe_relapse_rate, params: {severity: severe, post_lag_days: 14}}
+"""
+
+OUTCOMES_VARIANTS = """
+sensitivity:
+  - {name: summaries only, set: {patients.summary: mean_sd, patients.categorical: [bmi], arr.summary: crude,
+                                 arr.responder: relapse_free, relapse_free.method: crude, safety.denominator: per_100_patient_years}}
+  - {name: follow-up to last visit, set: {cohort.follow_up_end: last_followup}}
+  - {name: 365-day years, set: {statistics.year_days: 365}}
+"""
+
+
+def outcomes_spec(data: Path) -> str:
+    plugin = ROOT / "specs" / "plugins" / "severe_relapse_rate.py"
+    return f"""
+study: {{id: partitions-outcomes, title: Outcome endpoints on partitions}}
+data: {{source: csv, path: {data}}}
+plugins: [{plugin}]
+cohort:
+  index: {{treatment: IVIG}}
+{OUTCOMES_ENDPOINTS}{OUTCOMES_VARIANTS}"""
+
+
+def _vary(data: Path) -> None:
+    """What the simulation does not produce: adverse-event terms spelled differently (the first
+    spelling in the file names the term, whichever patient or partition it belongs to), the
+    adverse events out of patient order, missing grades and serious flags, and extra patient columns
+    (a number with blanks, and one named like a column the endpoint computes)."""
+    rng = np.random.default_rng(11)
+    ae = pd.read_csv(data / "adverse_events.csv", dtype=str, keep_default_na=False)
+    style = rng.integers(0, 4, len(ae))
+    term = ae["term"]
+    ae["term"] = np.select([style == 0, style == 1, style == 2], [term.str.upper(), term.str.title(), " " + term + " "], term)
+    ae.loc[rng.random(len(ae)) < 0.1, "grade"] = ""
+    ae.loc[rng.random(len(ae)) < 0.1, "serious"] = ""
+    ae.iloc[rng.permutation(len(ae))].to_csv(data / "adverse_events.csv", index=False)
+    patients = pd.read_csv(data / "patients.csv", dtype=str, keep_default_na=False)
+    bmi = np.round(rng.normal(25, 4, len(patients)), 1).astype(str)
+    patients["bmi"] = np.where(rng.random(len(patients)) < 0.15, "", bmi)
+    patients["female"] = np.where(rng.random(len(patients)) < 0.5, "yes", "no")
+    patients.to_csv(data / "patients.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def outcome_registries(tmp_path_factory) -> dict[str, Path]:
+    """The specs of a 400-patient and a 6-patient simulated registry (8 partitions of 6 patients leave some empty)."""
+    from endpointkit.cli import main
+
+    root = tmp_path_factory.mktemp("outcome_registries")
+    specs = {}
+    for name, patients in (("registry_400", 400), ("registry_6", 6)):
+        data = root / name
+        assert main(["simulate", "--patients", str(patients), "--seed", "3", "-o", str(data)]) == 0
+        _vary(data)
+        spec = root / f"{name}.yaml"
+        spec.write_text(outcomes_spec(data))
+        specs[name] = spec
+    return specs
+
+
+def _run_outcomes(spec: Path, partitions: int, where: Path) -> Path:
+    from endpointkit.cli import main
+
+    work = where / "out"  # the same output path for every run: it is recorded in results.json
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        assert main(["run", str(spec), "-o", str(work), "--quiet", "--partitions", str(partitions)]) == 0
+    final = where / f"partitions_{partitions}"
+    shutil.move(work, final)
+    return final
+
+
+@pytest.fixture(scope="module")
+def outcome_runs(outcome_registries, tmp_path_factory) -> dict[tuple[str, int], Path]:
+    out = {}
+    for name, spec in outcome_registries.items():
+        where = tmp_path_factory.mktemp(f"runs_{name}")
+        for partitions in (1, 3, 8):
+            out[name, partitions] = _run_outcomes(spec, partitions, where)
+    return out
+
+
+def _all_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_the_outcome_endpoints_split_and_no_longer_compute():
+    for cls in SPLIT:
+        assert cls.splits(), cls.name
+        assert "compute" not in vars(cls), cls.name  # the base compute: derive, then summarise
+
+
+def test_the_example_plugin_splits(outcome_registries):
+    from endpointkit.spec import load_spec
+
+    spec = load_spec(outcome_registries["registry_6"])
+    assert spec.plugins.endpoints.items["severe_relapse_rate"].splits()
+
+
+def test_the_outcome_registries_interleave_and_leave_partitions_empty(outcome_registries):
+    for name, size in (("registry_400", 400), ("registry_6", 6)):
+        ids = pd.read_csv(outcome_registries[name].parent / name / "patients.csv", dtype=str)["patient_id"]
+        assert len(ids) == size
+        if size == 400:  # the merge must put the partitions' patients back in order
+            assert (np.diff(partition_of(ids, 3)) != 0).sum() > 100
+        else:
+            assert len(set(partition_of(ids, 8))) <= 6
+
+
+@pytest.mark.parametrize("registry", ["registry_400", "registry_6"])
+def test_outcome_endpoints_on_partitions_write_the_same_files(registry, outcome_runs):
+    one = outcome_runs[registry, 1]
+    files = _all_files(one)
+    results = pd.read_csv(one / "results.csv")
+    ids = [line.split("id: ")[1].split(",")[0] for line in OUTCOMES_ENDPOINTS.splitlines()
+           if line.lstrip().startswith(("- {id: ", "- id: "))]
+    assert {f"per_patient/{i}.csv" for i in ids} <= set(files)
+    assert results.groupby("variant")["endpoint"].nunique().eq(len(ids)).all()  # no endpoint failed
+    for partitions in (3, 8):
+        other = outcome_runs[registry, partitions]
+        assert _all_files(other) == files
+        differ = [f for f in files if not filecmp.cmp(one / f, other / f, shallow=False)]
+        assert differ == [], f"--partitions {partitions}: {differ}"
+
+
+def test_the_term_rows_are_named_by_the_first_spelling_in_the_file(outcome_registries, outcome_runs):
+    """Computed here from the adverse-events file: each term's first spelling (CSV order, among
+    the analysed patients) and its number of patients with a treatment-emergent event."""
+    one = outcome_runs["registry_400", 1]
+    frame = pd.read_csv(one / "per_patient" / "safety_terms.csv", parse_dates=["index_date", "followup_end"])
+    ae = pd.read_csv(outcome_registries["registry_400"].parent / "registry_400" / "adverse_events.csv",
+                     dtype={"term": str}, parse_dates=["onset_date"])
+    ae = ae.merge(frame[["patient_id", "index_date", "followup_end"]], on="patient_id")
+    ae["key"] = ae["term"].str.strip().str.casefold()
+    first = ae.drop_duplicates("key").set_index("key")["term"].str.strip()
+    te = ae[(ae["onset_date"] >= ae["index_date"]) & (ae["onset_date"] <= ae["followup_end"] + pd.Timedelta(days=30))]
+    with_term = te.groupby("key")["patient_id"].nunique()
+    results = pd.read_csv(one / "results.csv")
+    rows = results[(results["variant"] == "primary") & (results["endpoint"] == "safety_terms")
+                   & results["measure"].str.startswith("term:") & ~results["measure"].str.endswith(":grade_ge3")]
+    expected = {f"term:{first[key]}": n for key, n in with_term.items()}
+    assert dict(zip(rows["measure"], rows["count"])) == expected
+    assert len({m.casefold() for m in expected}) == len(expected) > 5
+    assert any(name != name.lower() for name in first)  # the spellings vary, so the choice matters
+    for name in first[with_term.index]:
+        assert f"term:{name}:events" in frame.columns
+    assert not [c for c in frame.columns if c.startswith("__")]  # the helper columns are dropped
+
+
+def test_the_outside_window_note_adds_up_from_the_partitions(outcome_runs):
+    one = outcome_runs["registry_400", 8]
+    frame = pd.read_csv(one / "per_patient" / "safety.csv")
+    outside = int(frame["events_outside_window"].sum())
+    assert outside > 0
+    assert f"{outside} adverse event(s) outside the treatment-emergent window not counted" in (one / "table.md").read_text()
+
+
+def test_summary_settings_reuse_the_derived_frame(outcome_registries, monkeypatch):
+    """A variant that changes only summary settings derives nothing again: each endpoint derives
+    once per distinct cohort and params it reads (here one cohort, the other variants removed)."""
+    from endpointkit.engine import run
+
+    calls: dict[str, int] = {}
+    for cls in SPLIT:
+        original = cls.derive
+
+        def counted(self, cohort, params, ctx, _original=original, _name=cls.name):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, cohort, params, ctx)
+
+        monkeypatch.setattr(cls, "derive", counted)
+    text = outcome_registries["registry_6"].read_text()
+    spec = outcome_registries["registry_6"].with_name("summaries.yaml")
+    spec.write_text(text[:text.index("sensitivity:")] + OUTCOMES_VARIANTS.split("\n  - {name: follow-up")[0] + "\n")
+    results = run(spec)
+    assert set(results.frame["variant"]) == {"primary", "summaries only"}
+    assert not results.failures
+    # one derive per endpoint of the spec: the variant changes only summary params
+    assert calls == {"characteristics": 1, "arr_change": 3, "relapse_free": 1, "discontinuation": 1, "safety": 3}
