@@ -62,12 +62,12 @@ def reads_partitions(spec: Spec, plugins: Plugins) -> bool:
 
 def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> Callable[[int, int], CohortData]:
     """Reads (and validates) partition ``part`` of ``parts`` through the spec's source."""
-    from .partitioning import load_partition
-
     required, optional = needed_tables(spec, plugins, only)
     source = plugins.sources.items[spec.data.source]
 
     def read(part: int, parts: int) -> CohortData:
+        from .partitioning import load_partition
+
         return load_partition(source, spec.data_path, required, optional, spec.data.columns, spec.reading, part, parts)
 
     return read
@@ -231,7 +231,8 @@ def job_from_recipe(key: str, recipe: Recipe) -> Job:
     by_name = {v.variant: v for v in (spec, *spec.variants)}
     variants = [by_name[name] for name in recipe.variants]
     plan = plan_run(variants, spec.plugins, recipe.only, recipe.partitions)
-    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=partition_reader(spec, spec.plugins, recipe.only))
+    read = partition_reader(spec, spec.plugins, recipe.only) if reads_partitions(spec, spec.plugins) else None
+    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=read)
 
 
 def run_spec(

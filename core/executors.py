@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -80,13 +82,18 @@ class Task:
 _JOBS: dict[str, Job] = {}
 
 
+_REBUILT: dict[str, Job] = {}  # runs a Dask worker rebuilt from their recipes (the last few)
+
+
 def run_task(key: str, task: Task, recipe: Recipe | None = None, data: CohortData | None = None) -> PartitionOutput:
     """A map task, in whichever process runs it."""
-    job = _JOBS.get(key)
-    if job is None:  # a Dask worker: rebuild the run from its recipe, once per worker process
+    job = _JOBS.get(key) or _REBUILT.get(key)
+    if job is None:  # a Dask worker: rebuild the run from its recipe, once per worker process and run
         from .engine import job_from_recipe
 
-        job = _JOBS[key] = job_from_recipe(key, recipe)
+        while len(_REBUILT) >= 4:  # a long-lived worker keeps only the last few runs
+            _REBUILT.pop(next(iter(_REBUILT)))
+        job = _REBUILT[key] = job_from_recipe(key, recipe)
     if data is None:
         data = job.parts[task.part] if job.parts else job.read(task.part, task.parts)
     return map_partition(data, task.part, job.plan, list(task.cohorts), job.plugins)
@@ -214,25 +221,29 @@ def dask_client(settings: ExecutorSettings):
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"--scheduler {settings.scheduler}: cannot reach a Dask scheduler there ({exc})") from None
     workers = settings.workers if settings.workers > 1 else (os.cpu_count() or 1)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
     client = Client(cluster)
     client.close_cluster = True  # ours: closed with the client
     return client
 
 
 def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[tuple[int, PartitionOutput]]:
-    """Tasks on a Dask cluster: each worker reads its own partition (or gets it scattered from here
-    when the source cannot be read by partition); a task whose worker dies is retried by Dask."""
+    """Tasks on a Dask cluster: each worker reads its own partition, or, when the source cannot be
+    read by partition, gets it inside its task (not scattered: scattered data dies with its worker,
+    and a task that carries its data can be retried on another); a task whose worker dies is
+    retried by Dask."""
     from distributed import as_completed
 
     client = dask_client(settings)
     try:
-        scattered = client.scatter(job.parts) if job.parts else None
         futures = {}
-        for i, task in enumerate(tasks):
-            data = scattered[task.part] if scattered is not None else None
-            futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
-                                  key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
+        with warnings.catch_warnings():  # partitions held here travel inside their tasks (see the docstring)
+            warnings.filterwarnings("ignore", message=".*Large object.*", category=UserWarning)
+            for i, task in enumerate(tasks):
+                data = job.parts[task.part] if job.parts else None
+                futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
+                                      key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
         for future in as_completed(futures):
             if future.status == "error":
                 exc = future.exception()
