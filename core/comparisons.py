@@ -233,10 +233,21 @@ def _nb_alpha(y: np.ndarray, x: np.ndarray, offset: np.ndarray) -> tuple[float |
     return None, ""
 
 
-def _wald(result, names_k: list[int]) -> dict[int, tuple[float, float, float, float]]:
-    """exp(beta), exp(CI) and p per level from a fitted statsmodels result (columns 1.. = levels)."""
-    params, ci, p = np.asarray(result.params), np.asarray(result.conf_int(alpha=0.05)), np.asarray(result.pvalues)
-    return {k: (math.exp(params[i]), math.exp(ci[i, 0]), math.exp(ci[i, 1]), float(p[i])) for i, k in enumerate(names_k, start=1)}
+NO_FIT = "no finite estimate (too few patients or events for the model, or complete separation)"
+FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def _wald(result, columns: dict[int, int]) -> dict[int, tuple[float, float, float, float]]:
+    """exp(beta), exp(CI) and p per level (``columns``: level -> coefficient position) from a
+    fitted statsmodels result; a level whose numbers are not all finite is left out."""
+    with np.errstate(all="ignore"):
+        params, ci, p = np.asarray(result.params), np.asarray(result.conf_int(alpha=0.05)), np.asarray(result.pvalues)
+        out = {}
+        for k, i in columns.items():
+            numbers = (float(np.exp(params[i])), float(np.exp(ci[i, 0])), float(np.exp(ci[i, 1])), float(p[i]))
+            if all(np.isfinite(numbers)) and numbers[0] > 0 and abs(params[i]) < 50:
+                out[k] = numbers
+    return out
 
 
 def rate_ratio_rows(counts: Any, person_years: Any, group: Any, levels: Sequence[Any], *,
@@ -276,28 +287,31 @@ def rate_ratio_rows(counts: Any, person_years: Any, group: Any, levels: Sequence
         yf, tf, cf = y[fit_mask], t[fit_mask], codes[fit_mask]
         x = _design(cf, usable)
         offset = np.log(tf)
+        columns = {k: i for i, k in enumerate(fitted, start=1)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if model == "negative_binomial":
-                alpha, how = _nb_alpha(yf, x, offset)
-                if alpha is None:
-                    blank.update({k: "the negative binomial model did not converge" for k in fitted})
+            try:
+                if model == "negative_binomial":
+                    alpha, how = _nb_alpha(yf, x, offset)
+                    if alpha is None:
+                        blank.update({k: "the negative binomial model did not converge" for k in fitted})
+                    else:
+                        family = sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha)
+                        results = _wald(sm.GLM(yf, x, family=family, offset=offset).fit(), columns)
+                        test = (f"negative binomial GLM (NB2, alpha = {_fmt(alpha)} by maximum likelihood: statsmodels "
+                                f"discrete NegativeBinomial, {how}), log person-time offset, Wald 95% CI (statsmodels)")
                 else:
-                    family = sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha)
-                    result = sm.GLM(yf, x, family=family, offset=offset).fit()
-                    results = _wald(result, fitted)
-                    test = (f"negative binomial GLM (NB2, alpha = {_fmt(alpha)} by maximum likelihood: statsmodels "
-                            f"discrete NegativeBinomial, {how}), log person-time offset, Wald 95% CI (statsmodels)")
-            else:
-                result = sm.GLM(yf, x, family=sm.families.Poisson(), offset=offset).fit(cov_type="HC0")
-                results = _wald(result, fitted)
-                test = "Poisson GLM, log person-time offset, HC0 robust errors, Wald 95% CI (statsmodels)"
+                    result = sm.GLM(yf, x, family=sm.families.Poisson(), offset=offset).fit(cov_type="HC0")
+                    results = _wald(result, columns)
+                    test = "Poisson GLM, log person-time offset, HC0 robust errors, Wald 95% CI (statsmodels)"
+            except FIT_ERRORS:
+                results = {}
     rows = []
     for k in range(1, nk):
         pair = (codes == 0) | (codes == k)
         n, count = int(pair.sum()), int(y[pair].sum())
         if k in blank or k not in results:
-            rows.append(_blank(measure, stat, levels, k, blank.get(k, "no fit"), n=n, count=count))
+            rows.append(_blank(measure, stat, levels, k, blank.get(k, NO_FIT), n=n, count=count))
             continue
         est, low, high, p = results[k]
         rows.append(Row(measure=measure, stat=stat, estimate=est, n=n, count=count, low=low, high=high,
@@ -360,29 +374,29 @@ def ratio_of_rate_ratios_rows(pre_count: Any, pre_years: Any, post_count: Any, p
         dummies = [(cf == j).astype(float) for j in fitted]
         x = np.column_stack([np.ones(yf.size), pf, *dummies, *[pf * d for d in dummies]])
         offset = np.log(tf)
+        result = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if model == "poisson_gee":
-                result = sm.GEE(yf, x, groups=gf, family=sm.families.Poisson(),
-                                cov_struct=sm.cov_struct.Exchangeable(), offset=offset).fit()
-                test = ("Poisson GEE, exchangeable working correlation within patient, robust errors, log "
-                        "person-time offset; period x group interaction, Wald 95% CI (statsmodels)")
-            else:
-                alpha, how = _nb_alpha(yf, x, offset)
-                result = None
-                if alpha is not None:
-                    family = sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha)
-                    result = sm.GLM(yf, x, family=family, offset=offset).fit(cov_type="cluster", cov_kwds={"groups": gf})
-                    test = (f"negative binomial GLM (NB2, alpha = {_fmt(alpha)} by maximum likelihood: statsmodels "
-                            f"discrete NegativeBinomial, {how}), errors clustered by patient, log person-time offset; "
-                            "period x group interaction, Wald 95% CI (statsmodels)")
-        if result is not None:
-            params, ci, pv = np.asarray(result.params), np.asarray(result.conf_int(alpha=0.05)), np.asarray(result.pvalues)
-            first = 2 + len(fitted)
-            results = {k: (math.exp(params[first + i]), math.exp(ci[first + i, 0]), math.exp(ci[first + i, 1]), float(pv[first + i]))
-                       for i, k in enumerate(fitted)}
-        else:
-            blank.update({k: "the negative binomial model did not converge" for k in fitted})
+            try:
+                if model == "poisson_gee":
+                    result = sm.GEE(yf, x, groups=gf, family=sm.families.Poisson(),
+                                    cov_struct=sm.cov_struct.Exchangeable(), offset=offset).fit()
+                    test = ("Poisson GEE, exchangeable working correlation within patient, robust errors, log "
+                            "person-time offset; period x group interaction, Wald 95% CI (statsmodels)")
+                else:
+                    alpha, how = _nb_alpha(yf, x, offset)
+                    if alpha is None:
+                        blank.update({k: "the negative binomial model did not converge" for k in fitted})
+                    else:
+                        family = sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha)
+                        result = sm.GLM(yf, x, family=family, offset=offset).fit(cov_type="cluster", cov_kwds={"groups": gf})
+                        test = (f"negative binomial GLM (NB2, alpha = {_fmt(alpha)} by maximum likelihood: statsmodels "
+                                f"discrete NegativeBinomial, {how}), errors clustered by patient, log person-time "
+                                "offset; period x group interaction, Wald 95% CI (statsmodels)")
+                if result is not None:
+                    results = _wald(result, {k: 2 + len(fitted) + i for i, k in enumerate(fitted)})
+            except FIT_ERRORS:
+                results = {}
     elif fitted:
         blank.update({k: "no events in a period of the reference group" for k in fitted})
     rows = []
@@ -390,7 +404,7 @@ def ratio_of_rate_ratios_rows(pre_count: Any, pre_years: Any, post_count: Any, p
         in_pair = (code == 0) | (code == k)
         n, count = int(np.unique(cluster[in_pair]).size), int(y[in_pair].sum())
         if k not in results:
-            rows.append(_blank(measure, stat, levels, k, blank.get(k, "no fit"), n=n, count=count))
+            rows.append(_blank(measure, stat, levels, k, blank.get(k, NO_FIT), n=n, count=count))
             continue
         est, low, high, p = results[k]
         rows.append(Row(measure=measure, stat=stat, estimate=est, n=n, count=count, low=low, high=high,
@@ -425,7 +439,15 @@ def logrank_rows(time: Any, event: Any, group: Any, levels: Sequence[Any], *, me
         if why:
             rows.append(_blank(measure, "logrank", levels, k, why, n=n, count=count, interval=None))
             continue
-        chisq, p = survdiff(t[pair], e[pair], (codes[pair] == k).astype(int))
+        try:
+            with np.errstate(all="ignore"):
+                chisq, p = survdiff(t[pair], e[pair], (codes[pair] == k).astype(int))
+        except np.linalg.LinAlgError:
+            chisq = p = math.nan
+        if not (np.isfinite(chisq) and np.isfinite(p)):
+            why = "zero variance: no event time with patients of both groups at risk"
+            rows.append(_blank(measure, "logrank", levels, k, why, n=n, count=count, interval=None))
+            continue
         rows.append(Row(measure=measure, stat="logrank", estimate=float(chisq), n=n, count=count, p_value=float(p),
                         interval=None, group=_pair(levels, k),
                         test=f"log-rank test (statsmodels survdiff), {levels[k]} vs {levels[0]} only; estimate = chi-square, 1 df"))
@@ -451,15 +473,17 @@ def hazard_ratio_rows(time: Any, event: Any, group: Any, levels: Sequence[Any], 
         x = np.column_stack([(codes[mask] == k).astype(float) for k in fitted])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = PHReg(t[mask], x, status=e[mask], ties="efron").fit()
-        params, ci, pv = np.asarray(result.params), np.asarray(result.conf_int(alpha=0.05)), np.asarray(result.pvalues)
-        results = {k: (math.exp(params[i]), math.exp(ci[i, 0]), math.exp(ci[i, 1]), float(pv[i])) for i, k in enumerate(fitted)}
+            try:
+                result = PHReg(t[mask], x, status=e[mask], ties="efron").fit()
+                results = _wald(result, {k: i for i, k in enumerate(fitted)})
+            except FIT_ERRORS:
+                results = {}
     rows = []
     for k in range(1, nk):
         pair = (codes == 0) | (codes == k)
         n, count = int(pair.sum()), int(e[pair].sum())
         if k not in results:
-            rows.append(_blank(measure, "hazard_ratio", levels, k, blank[k], n=n, count=count))
+            rows.append(_blank(measure, "hazard_ratio", levels, k, blank.get(k, NO_FIT), n=n, count=count))
             continue
         est, low, high, p = results[k]
         rows.append(Row(measure=measure, stat="hazard_ratio", estimate=est, n=n, count=count, low=low, high=high,
