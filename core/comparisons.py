@@ -37,6 +37,8 @@ RATE_MODELS = ("negative_binomial", "poisson_robust")
 ROR_MODELS = ("poisson_gee", "negative_binomial_cluster")
 MW_ESTIMATES = ("median_difference", "hodges_lehmann")
 MAX_HL_PAIRS = 50_000_000  # pairwise differences held in memory for the Hodges-Lehmann estimate
+NO_FIT = "no finite estimate (too few patients or events for the model, or complete separation)"
+FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -215,26 +217,40 @@ def _design(codes: np.ndarray, levels_used: list[int]) -> np.ndarray:
     return np.column_stack([np.ones(codes.size)] + [(codes == j).astype(float) for j in levels_used if j != 0])
 
 
-def _nb_alpha(y: np.ndarray, x: np.ndarray, offset: np.ndarray) -> tuple[float | None, str]:
-    """NB2 dispersion alpha by maximum likelihood (statsmodels discrete NegativeBinomial, beta and
-    alpha jointly); BFGS on log(alpha), Newton if that does not converge."""
+ALPHA_BOUNDARY = 1e-4  # an NB2 alpha below this at a non-converged fit is the boundary 0 (no over-dispersion)
+
+
+def _nb_family(y: np.ndarray, x: np.ndarray, offset: np.ndarray):
+    """The GLM family of an NB2 model whose dispersion alpha is the maximum-likelihood estimate of
+    statsmodels' discrete NegativeBinomial model (beta and alpha jointly; BFGS on log alpha, then
+    Nelder-Mead), with a text saying how alpha was found; (None, why) when it was not.
+
+    Without over-dispersion the likelihood is largest at alpha -> 0, where the optimiser stops
+    short of converging: there the NB2 model is the Poisson model, and that family is returned.
+    """
+    import statsmodels.api as sm
     from statsmodels.discrete.discrete_model import NegativeBinomial
 
-    for method in ("bfgs", "newton"):
+    for method in ("bfgs", "nm"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                fit = NegativeBinomial(y, x, loglike_method="nb2", offset=offset).fit(method=method, maxiter=500, disp=0)
-            except (ValueError, np.linalg.LinAlgError):
+                fit = NegativeBinomial(y, x, loglike_method="nb2", offset=offset).fit(method=method, maxiter=5000, disp=0)
+            except FIT_ERRORS:
                 continue
         alpha = float(fit.params[-1])
-        if fit.mle_retvals.get("converged", False) and np.isfinite(alpha) and alpha >= 0:
-            return alpha, method
-    return None, ""
+        if not (np.isfinite(alpha) and alpha >= 0):
+            continue
+        if alpha < ALPHA_BOUNDARY:
+            return sm.families.Poisson(), (
+                "NB2 with alpha at its lower bound 0 by maximum likelihood (statsmodels discrete NegativeBinomial): "
+                "no over-dispersion, so the Poisson GLM")
+        if fit.mle_retvals.get("converged", False):
+            return sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha), (
+                f"NB2, alpha = {_fmt(alpha)} by maximum likelihood (statsmodels discrete NegativeBinomial, {method})")
+    return None, "the negative binomial model did not converge"
 
 
-NO_FIT = "no finite estimate (too few patients or events for the model, or complete separation)"
-FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
 
 
 def _wald(result, columns: dict[int, int]) -> dict[int, tuple[float, float, float, float]]:
@@ -292,14 +308,12 @@ def rate_ratio_rows(counts: Any, person_years: Any, group: Any, levels: Sequence
             warnings.simplefilter("ignore")
             try:
                 if model == "negative_binomial":
-                    alpha, how = _nb_alpha(yf, x, offset)
-                    if alpha is None:
-                        blank.update({k: "the negative binomial model did not converge" for k in fitted})
+                    family, how = _nb_family(yf, x, offset)
+                    if family is None:
+                        blank.update({k: how for k in fitted})
                     else:
-                        family = sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha)
                         results = _wald(sm.GLM(yf, x, family=family, offset=offset).fit(), columns)
-                        test = (f"negative binomial GLM (NB2, alpha = {_fmt(alpha)} by maximum likelihood: statsmodels "
-                                f"discrete NegativeBinomial, {how}), log person-time offset, Wald 95% CI (statsmodels)")
+                        test = f"negative binomial GLM ({how}), log person-time offset, Wald 95% CI (statsmodels)"
                 else:
                     result = sm.GLM(yf, x, family=sm.families.Poisson(), offset=offset).fit(cov_type="HC0")
                     results = _wald(result, columns)
@@ -384,14 +398,12 @@ def ratio_of_rate_ratios_rows(pre_count: Any, pre_years: Any, post_count: Any, p
                     test = ("Poisson GEE, exchangeable working correlation within patient, robust errors, log "
                             "person-time offset; period x group interaction, Wald 95% CI (statsmodels)")
                 else:
-                    alpha, how = _nb_alpha(yf, x, offset)
-                    if alpha is None:
-                        blank.update({k: "the negative binomial model did not converge" for k in fitted})
+                    family, how = _nb_family(yf, x, offset)
+                    if family is None:
+                        blank.update({k: how for k in fitted})
                     else:
-                        family = sm.families.NegativeBinomial(link=sm.families.links.Log(), alpha=alpha)
                         result = sm.GLM(yf, x, family=family, offset=offset).fit(cov_type="cluster", cov_kwds={"groups": gf})
-                        test = (f"negative binomial GLM (NB2, alpha = {_fmt(alpha)} by maximum likelihood: statsmodels "
-                                f"discrete NegativeBinomial, {how}), errors clustered by patient, log person-time "
+                        test = (f"negative binomial GLM ({how}), errors clustered by patient, log person-time "
                                 "offset; period x group interaction, Wald 95% CI (statsmodels)")
                 if result is not None:
                     results = _wald(result, {k: 2 + len(fitted) + i for i, k in enumerate(fitted)})

@@ -134,6 +134,22 @@ def test_negative_binomial_rate_ratio_is_the_hand_maximised_likelihood():
     assert rows[0].n == mask.sum() and rows[0].count == counts[mask].sum()
 
 
+def test_without_over_dispersion_the_negative_binomial_model_is_the_poisson_model():
+    # Poisson counts: the NB2 likelihood is largest at alpha -> 0, the Poisson model; its rate ratio is
+    # the crude one, with SE sqrt(1/events_B + 1/events_A)
+    rng = np.random.default_rng(0)
+    group = np.where(rng.random(200) < 0.5, "A", "B")
+    years = rng.uniform(0.3, 4, 200)
+    counts = rng.poisson(np.where(group == "B", 0.3, 0.6) * years)
+    (row,) = rate_ratio_rows(counts, years, group, ["A", "B"])
+    a, b = counts[group == "A"].sum(), counts[group == "B"].sum()
+    crude = (b / years[group == "B"].sum()) / (a / years[group == "A"].sum())
+    se = math.sqrt(1 / a + 1 / b)
+    assert "lower bound 0" in row.test
+    assert row.estimate == pytest.approx(crude, rel=1e-6)
+    assert (row.low, row.high) == pytest.approx((crude * math.exp(-Z * se), crude * math.exp(Z * se)), rel=1e-6)
+
+
 def test_poisson_robust_rate_ratio_is_the_crude_ratio_with_a_hand_sandwich():
     counts, years, group = _counts_cohort(seed=8)
     rows = rate_ratio_rows(counts, years, group, ["A", "B", "C"], model="poisson_robust")
