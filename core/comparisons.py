@@ -48,7 +48,7 @@ def _codes(group: Any, levels: Sequence[Any], size: int | None = None) -> np.nda
     """Position of each patient's group in ``levels`` (-1: missing or another group)."""
     if len(levels) < 2 or len(set(levels)) != len(levels):
         raise ValueError(f"levels: expected at least two distinct groups, reference first; got {list(levels)!r}")
-    codes = np.asarray(pd.Categorical(pd.Series(group, dtype=object), categories=list(levels)).codes, dtype=np.int64)
+    codes = pd.Index(list(levels), dtype=object).get_indexer(pd.Series(group, dtype=object)).astype(np.int64)
     if size is not None and codes.size != size:
         raise ValueError(f"group: expected one label per patient ({size}), got {codes.size}")
     return codes
@@ -510,9 +510,10 @@ def _km_at(t: np.ndarray, e: np.ndarray, landmark: float) -> tuple[float | None,
 
     if not np.any(e):
         return (1.0, 0.0, None) if t.max() >= landmark else (None, math.nan, "follow-up ends before the landmark")
-    fit = SurvfuncRight(t, e)
-    times, surv = np.asarray(fit.surv_times), np.asarray(fit.surv_prob)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = SurvfuncRight(t, e)
+        times, surv = np.asarray(fit.surv_times), np.asarray(fit.surv_prob)
         se = np.asarray(fit.surv_prob_se, dtype=float)
     i = int(np.searchsorted(times, landmark, side="right")) - 1
     s = 1.0 if i < 0 else float(surv[i])
@@ -550,7 +551,7 @@ def km_difference_rows(time: Any, event: Any, group: Any, levels: Sequence[Any],
         if not np.isfinite(se) or se == 0:
             rows.append(Row(measure=measure, stat="km_difference", estimate=d, n=n, count=count, interval="95% CI",
                             group=_pair(levels, k), unit=unit,
-                            test=test + "; no CI: the Greenwood variance is 0 or undefined in both groups"))
+                            test=test + "; no CI: the Greenwood variance of the difference is 0 or undefined"))
             continue
         p = float(2 * stats.norm.sf(abs(d) / se))
         rows.append(Row(measure=measure, stat="km_difference", estimate=d, n=n, count=count, low=d - Z95 * se,
@@ -569,7 +570,9 @@ def proportion_difference_rows(success: Any, group: Any, levels: Sequence[Any], 
     out); count = successes in both groups."""
     from statsmodels.stats.proportion import confint_proportions_2indep
 
-    s = _floats(pd.Series(success, dtype=object).map(lambda v: v if pd.isna(v) else float(bool(v))), "success")
+    flags = pd.Series(success)
+    missing = flags.isna().to_numpy()
+    s = np.where(missing, np.nan, flags.where(~missing, False).astype(bool).to_numpy(dtype=float))
     codes = _codes(group, levels, s.size)
     keep = (codes >= 0) & ~np.isnan(s)
     s, codes = s[keep], codes[keep]

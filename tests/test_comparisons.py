@@ -423,3 +423,14 @@ if given is not None:
             for r in rows:
                 assert r.estimate is None or math.isfinite(r.estimate), r
                 assert r.estimate is not None or r.test.startswith("not computed: "), r
+
+
+def test_patients_outside_the_levels_or_without_a_group_are_left_out():
+    values = [1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 100.0, 200.0]
+    group = ["A", "A", "A", "B", "B", "B", None, "Z"]
+    (row,) = mann_whitney_rows(values, group, ["A", "B"])
+    assert row.n == 6 and row.estimate == pytest.approx(9.0)
+    assert row.p_value == pytest.approx(stats.mannwhitneyu([10, 11, 12], [1, 2, 3]).pvalue)
+    series = pd.Series(values, index=range(10, 18))  # any index: values are taken in order
+    (same,) = mann_whitney_rows(series, pd.Series(group, index=range(50, 58)), ["A", "B"])
+    assert same.estimate == row.estimate
