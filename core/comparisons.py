@@ -225,17 +225,27 @@ def _nb_family(y: np.ndarray, x: np.ndarray, offset: np.ndarray):
     statsmodels' discrete NegativeBinomial model (beta and alpha jointly; BFGS on log alpha, then
     Nelder-Mead), with a text saying how alpha was found; (None, why) when it was not.
 
+    The search starts from the Poisson GLM's coefficients and alpha = 0.5: statsmodels' own start
+    (a moment estimate of alpha) can be infinite with a person-time offset, and the fit then fails.
+
     Without over-dispersion the likelihood is largest at alpha -> 0, where the optimiser stops
     short of converging: there the NB2 model is the Poisson model, and that family is returned.
     """
     import statsmodels.api as sm
     from statsmodels.discrete.discrete_model import NegativeBinomial
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            start = np.r_[sm.GLM(y, x, family=sm.families.Poisson(), offset=offset).fit().params, 0.5]
+        except FIT_ERRORS:
+            return None, "the Poisson start of the negative binomial model did not converge"
     for method in ("bfgs", "nm"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                fit = NegativeBinomial(y, x, loglike_method="nb2", offset=offset).fit(method=method, maxiter=5000, disp=0)
+                fit = NegativeBinomial(y, x, loglike_method="nb2", offset=offset).fit(
+                    start_params=start, method=method, maxiter=5000, disp=0)
             except FIT_ERRORS:
                 continue
         alpha = float(fit.params[-1])

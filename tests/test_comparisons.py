@@ -434,3 +434,22 @@ def test_patients_outside_the_levels_or_without_a_group_are_left_out():
     series = pd.Series(values, index=range(10, 18))  # any index: values are taken in order
     (same,) = mann_whitney_rows(series, pd.Series(group, index=range(50, 58)), ["A", "B"])
     assert same.estimate == row.estimate
+
+
+def test_negative_binomial_fit_where_statsmodels_default_start_fails():
+    # a simulated two-arm cohort on which NegativeBinomial's own start (alpha from moments) is
+    # infinite with the person-time offset: the fit starts from the Poisson GLM instead
+    from endpointkit.simulate import simulate_registry
+
+    params = {"arms": True, "arm_b_rate_ratio": 0.6, "arm_b_stop_hazard_ratio": 1.5}
+    hidden = simulate_registry(300, 535, params).patients
+    counts, years, arm = hidden["post_relapses"].to_numpy(), hidden["post_days"].to_numpy() / 365.25, hidden["arm"].to_numpy()
+    (row,) = rate_ratio_rows(counts, years, arm, ["A", "B"])
+    x = _design(arm, ["A", "B"])
+
+    def nll(theta):
+        mu, r = years * np.exp(x @ theta[:2]), math.exp(-theta[2])
+        return -np.sum(special.gammaln(counts + r) - special.gammaln(r) + r * np.log(r / (r + mu)) + counts * np.log(mu / (r + mu)))
+
+    fit = optimize.minimize(nll, np.array([0.0, 0.0, 0.0]), method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000})
+    assert row.estimate == pytest.approx(math.exp(fit.x[1]), rel=1e-4)
