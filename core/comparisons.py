@@ -41,7 +41,7 @@ NO_FIT = "no finite estimate (too few patients or events for the model, or compl
 FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
 
 
-# --------------------------------------------------------------------------- shared helpers
+# --------------------------------------------------------------------------- common helpers
 
 
 def _codes(group: Any, levels: Sequence[Any], size: int | None = None) -> np.ndarray:
