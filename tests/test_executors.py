@@ -218,3 +218,17 @@ def test_the_spec_can_choose_the_executor_and_the_command_line_wins(study, tmp_p
     finally:
         spec.write_text(text)
     assert_same_files(tmp_path / "cli" / "out", tmp_path / "spec" / "out")
+
+
+@pytest.mark.parametrize("executor", ["serial", "processes", "dask"])
+def test_independent_items_run_on_every_executor_in_order(cluster, executor):
+    """Simulation studies run their replicate cohorts as items (benchmarks/recovery.py)."""
+    import math
+
+    from endpointkit.executors import ExecutorSettings, map_items
+
+    settings = ExecutorSettings(executor, workers=2, scheduler=cluster.scheduler_address if executor == "dask" else None)
+    seen = []
+    assert map_items(math.factorial, list(range(12)), settings, progress=lambda done, total, _: seen.append((done, total))) == [
+        math.factorial(n) for n in range(12)]
+    assert seen[-1] == (12, 12)
