@@ -17,6 +17,10 @@ contract is silent (each also stated in the result's ``notes``):
 Everything is vectorised over patients: scores are sorted by (patient, date) and handled as numpy
 arrays; the roving reference is a loop over rounds, each round finding the next confirmed event of
 every patient at once.
+
+``derive`` computes one row per cohort patient from that patient's scores (and relapses) only, so it
+runs on any partition of the patients; ``summarise`` computes the rows, the notes' counts and the
+exclusions from those rows.
 """
 
 from __future__ import annotations

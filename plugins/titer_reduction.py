@@ -22,6 +22,10 @@ Choices where the contract is silent (also stated in the notes):
 * geometric means (``lod_*`` only): 2**mean(log2 value), 95% CI from the t distribution on the log2
   scale (``scipy.stats.t``), back-transformed; they use the same patients as the medians;
 * ``pre_timepoint`` has the single value ``last`` (the contract names no alternative).
+
+``derive`` picks each cohort patient's titers and their values (one row per patient, from that
+patient's titers only); ``summarise`` adds the summary populations (``population``) and computes the
+rows, so variants that differ only in ``population`` or ``median_scale`` share one derivation.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def _augment(data: Path) -> None:
     edss = pd.read_csv(data / "edss.csv", dtype=str)
     rng = np.random.default_rng(7)
     picked = edss.iloc[rng.choice(len(edss), size=min(40, len(edss)), replace=False)].copy()
-    picked["score"] = [f"{float(s) + 0.5:g}" if float(s) < 9 else "8" for s in picked["score"]]
+    picked["score"] = [f"{min(float(s) + 0.5, 10):g}" if float(s) > 0 else "1" for s in picked["score"]]  # on the grid
     pd.concat([picked.iloc[:20], edss, picked.iloc[20:]]).to_csv(data / "edss.csv", index=False)
 
     titers = pd.read_csv(data / "titers.csv", dtype=str)
