@@ -318,6 +318,7 @@ class DisabilityEvents(Endpoint):
     requires = ("edss",)
     Params = DisabilityParams
     headline = ("cdw",)
+    summary_params = ("landmarks_months",)  # read by summarise only
 
     @classmethod
     def requires_for(cls, params: DisabilityParams) -> tuple[str, ...]:
@@ -460,6 +461,7 @@ class DisabilityMilestone(Endpoint):
     requires = ("edss",)
     Params = MilestoneParams
     headline = ("milestone",)
+    summary_params = ("landmarks_months",)  # read by summarise only
 
     @classmethod
     def headline_for(cls, params: MilestoneParams) -> tuple[str, ...]:

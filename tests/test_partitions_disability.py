@@ -227,3 +227,40 @@ def test_the_additions_reach_the_notes_and_frames(runs):
     assert "_relapses_loaded" not in pd.read_csv(one / "per_patient" / "cdw.csv").columns
     assert "_relapses_loaded" not in pd.read_csv(one / "per_patient" / "edss.csv").columns
     assert "_positive_before" not in pd.read_csv(one / "per_patient" / "titer.csv").columns
+
+
+def test_summary_settings_reuse_the_derived_frame(registries, monkeypatch, tmp_path):
+    """Variants that differ only in a summary setting (titer population and median scale, KM
+    landmarks) derive once; any other setting derives again."""
+    from endpointkit import run
+
+    calls: dict[str, int] = {}
+    for cls in (TiterReduction, DisabilityEvents, DisabilityMilestone):
+        original = cls.derive
+
+        def counted(self, cohort, params, ctx, _original=original, _name=cls.name):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, cohort, params, ctx)
+
+        monkeypatch.setattr(cls, "derive", counted)
+    data = registries["registry_6"].parent / "registry_6"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+study: {{id: reuse, title: Reuse}}
+data: {{source: csv, path: {data}}}
+cohort: {{index: {{treatment: IVIG}}}}
+endpoints:
+  - {{id: titer, plugin: titer_reduction}}
+  - {{id: cdw, plugin: disability_events}}
+  - {{id: milestone, plugin: disability_milestone}}
+sensitivity:
+  - {{name: pairs, set: {{titer.population: paired_complete, titer.median_scale: log2}}}}
+  - {{name: landmarks, set: {{cdw.landmarks_months: [6], milestone.landmarks_months: [36]}}}}
+  - {{name: nadir, set: {{titer.post_timepoint: nadir, cdw.confirmation_days: 168, milestone.milestone: 3}}}}
+""")
+    results = run(spec)
+    assert calls == {"titer_reduction": 2, "disability_events": 2, "disability_milestone": 2}
+    assert results.frame.groupby("variant")["endpoint"].nunique().to_dict() == {
+        "primary": 3, "pairs": 3, "landmarks": 3, "nadir": 3}
+    landmarks = results.frame[results.frame["variant"] == "landmarks"]["measure"]
+    assert {"time_to_cdw_at_6m", "time_to_milestone_at_36m"} <= set(landmarks)
