@@ -41,12 +41,14 @@ from .spec import Spec, load_spec
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """The tables a run reads: those its endpoints (``--only``: those endpoints) require."""
-    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for s in (spec, *spec.variants) for e in s.endpoints
-                if not only or e.id in only]
+    """The tables a run reads: those its endpoints (``--only``: those endpoints) require, and those
+    they use when the data have them."""
+    chosen = [e for s in (spec, *spec.variants) for e in s.endpoints if not only or e.id in only]
+    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for e in chosen]
+    uses = [plugins.endpoints.items[e.plugin].uses for e in chosen]
     if any(s.cohort.index_event == "first_administration" for s in (spec, *spec.variants)):
         requires.append(("administrations",))  # the index date is read from it
-    return tables_needed(requires)
+    return tables_needed(requires, uses)
 
 
 def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> CohortData:

@@ -316,6 +316,7 @@ class DisabilityEvents(Endpoint):
     description = ("Confirmed disability worsening/improvement, PIRA and RAW, roving baselines, KM time to first event (as pymsprog); "
                    "on EDSS or, with `scale`, on the measurements table's T25FW, 9HPT or SDMT.")
     requires = ("edss",)
+    uses = ("relapses",)  # scores near a relapse are ignored when the data have relapses
     Params = DisabilityParams
     headline = ("cdw",)
     summary_params = ("landmarks_months",)  # read by summarise only
@@ -459,6 +460,7 @@ class DisabilityMilestone(Endpoint):
     title = "Time to a confirmed EDSS milestone"
     description = "Time to the first confirmed EDSS score at or above a milestone (e.g. 6.0), Kaplan-Meier (as pymsprog's value_milestone)."
     requires = ("edss",)
+    uses = ("relapses",)  # scores near a relapse are ignored when the data have relapses
     Params = MilestoneParams
     headline = ("milestone",)
     summary_params = ("landmarks_months",)  # read by summarise only

@@ -268,6 +268,7 @@ class EdssProgression(Endpoint):
     title = "Disability (EDSS)"
     description = "EDSS at baseline and last follow-up, paired Wilcoxon test, progressed / improved / stable."
     requires = ("edss",)
+    uses = ("relapses",)  # scores near a relapse are ignored when the data have relapses
     Params = EdssParams
     headline = ("no_progression", "improved", "paired_test")
     partitions = (("n", ("progressed", "stable", "improved")), ("no_progression", ("stable", "improved")))
