@@ -473,9 +473,10 @@ def patients_first(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda name: name != "patients")
 
 
-def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
+def tables_needed(endpoint_requires: list[tuple[str, ...]], endpoint_uses: list[tuple[str, ...]] = ()) -> tuple[list[str], list[str]]:
     """(required, optional) tables for a set of endpoints: what they require, plus the cohort's
-    own tables. Nothing else is read, so a file that sits in the folder unasked changes nothing."""
+    own tables and those they use when present. Nothing else is read, so a file that sits in the
+    folder unasked changes nothing."""
     required = list(ALWAYS_REQUIRED)
     for requires in endpoint_requires:
         for table in requires:
@@ -483,7 +484,8 @@ def tables_needed(endpoint_requires: list[tuple[str, ...]]) -> tuple[list[str], 
                 raise SpecError("endpoints", f"an endpoint requires unknown table '{table}'")
             if table not in required:
                 required.append(table)
-    optional = [t for t in COHORT_OPTIONAL if t not in required]
+    optional = list(dict.fromkeys(t for t in (*COHORT_OPTIONAL, *(t for uses in endpoint_uses for t in uses))
+                                  if t in TABLES and t not in required))
     return required, optional
 
 

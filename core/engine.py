@@ -41,12 +41,14 @@ from .spec import Spec, load_spec
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """The tables a run reads: those its endpoints (``--only``: those endpoints) require."""
-    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for s in (spec, *spec.variants) for e in s.endpoints
-                if not only or e.id in only]
+    """The tables a run reads: those its endpoints (``--only``: those endpoints) require, and those
+    they use when the data have them."""
+    chosen = [e for s in (spec, *spec.variants) for e in s.endpoints if not only or e.id in only]
+    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for e in chosen]
+    uses = [plugins.endpoints.items[e.plugin].uses for e in chosen]
     if any(s.cohort.index_event == "first_administration" for s in (spec, *spec.variants)):
         requires.append(("administrations",))  # the index date is read from it
-    return tables_needed(requires)
+    return tables_needed(requires, uses)
 
 
 def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> CohortData:
@@ -62,12 +64,12 @@ def reads_partitions(spec: Spec, plugins: Plugins) -> bool:
 
 def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> Callable[[int, int], CohortData]:
     """Reads (and validates) partition ``part`` of ``parts`` through the spec's source."""
-    from .partitioning import load_partition
-
     required, optional = needed_tables(spec, plugins, only)
     source = plugins.sources.items[spec.data.source]
 
     def read(part: int, parts: int) -> CohortData:
+        from .partitioning import load_partition
+
         return load_partition(source, spec.data_path, required, optional, spec.data.columns, spec.reading, part, parts)
 
     return read
@@ -231,7 +233,8 @@ def job_from_recipe(key: str, recipe: Recipe) -> Job:
     by_name = {v.variant: v for v in (spec, *spec.variants)}
     variants = [by_name[name] for name in recipe.variants]
     plan = plan_run(variants, spec.plugins, recipe.only, recipe.partitions)
-    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=partition_reader(spec, spec.plugins, recipe.only))
+    read = partition_reader(spec, spec.plugins, recipe.only) if reads_partitions(spec, spec.plugins) else None
+    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=read)
 
 
 def run_spec(
