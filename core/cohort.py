@@ -101,6 +101,10 @@ class Cohort:
     quality: pd.DataFrame
     settings: CohortSettings
     refusals: list[Refusal] = field(default_factory=list)  # partial builds only (build_cohort(partial=True))
+    # every patient of the data (with the derived columns) and the attrition step at which each
+    # left the cohort (len(attrition) = analysed): the attrition flow of any subgroup
+    everyone: pd.DataFrame | None = None
+    exits: np.ndarray | None = None
 
     def table(self, name: str) -> pd.DataFrame:
         """A canonical table restricted to the analysed patients (relapses already cleaned)."""
@@ -414,9 +418,13 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, 
     patients["treatment_months"] = _days(patients["treatment_end"], patients["index_date"]) / MONTH_DAYS
     patients["followup_months"] = _days(patients["followup_end"], patients["index_date"]) / MONTH_DAYS
 
+    everyone = patients
+    exits = np.full(n_all, -1, dtype=np.int64)
+
     def exclude(mask: pd.Series, step: str) -> None:
         nonlocal patients
         quality.add("patients", patients[mask], f"did not meet criterion '{step}'", "excluded")
+        exits[patients.index.to_numpy()[mask.to_numpy(dtype=bool)]] = len(steps)
         patients = patients[~mask]
         steps.append((step, len(patients)))
 
@@ -457,5 +465,6 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, 
 
     attrition = pd.DataFrame(steps, columns=["step", "remaining"])
     attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)
+    exits[exits < 0] = len(steps)
     return Cohort(patients=patients, tables=tables, attrition=attrition, quality=quality.frame(), settings=settings,
-                  refusals=refusals)
+                  refusals=refusals, everyone=everyone, exits=exits)

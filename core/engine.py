@@ -23,11 +23,14 @@ from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
 from .errors import EndpointkitError, SpecError, UsageError
 from .executors import ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_for
+from .groups import comparison_label
 from .manager import Plugins
 from .mapreduce import (
     Failure,
     Merged,
+    MergedGroups,
     Plan,
+    WholeGroups,
     cohort_key,
     context_of,
     derive_key,
@@ -107,6 +110,97 @@ def _summarise(endpoint_cls, step_result, params, ctx: Context) -> EndpointResul
         return Failure(_describe(exc), traceback.format_exc(limit=-3))
 
 
+def _as_failure(exc: BaseException) -> Failure:
+    if isinstance(exc, EndpointkitError):
+        return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
+    return Failure(_describe(exc), traceback.format_exc(limit=-3))
+
+
+def _checked(result: EndpointResult | Failure | None) -> EndpointResult | Failure:
+    if result is None:
+        return Failure("no result")
+    if not isinstance(result, Failure):
+        problem = _check_result(result)
+        return Failure(problem) if problem else result
+    return result
+
+
+def _within_groups(endpoint_cls, endpoint_spec, step_key, step_result, merged: Merged, groups: MergedGroups, ctx: Context,
+                   cache: dict, summary_key: tuple) -> dict[str, EndpointResult | Failure]:
+    """An endpoint's result within each group: its per-patient frame's rows of each group's
+    patients summarised (nothing derived again), or, for a compute-only endpoint, its compute on
+    each group's patients (done in the map)."""
+    grouping = groups.grouping
+    levels = grouping.analysed([level for level in groups.levels if groups.sizes.get(level, 0)])
+    out: dict[str, EndpointResult | Failure] = {}
+    if isinstance(step_result, Failure):
+        return out
+    if not endpoint_cls.splits():
+        within = merged.results.get((*step_key, "by", grouping.key))
+        for level in levels:
+            result = within.results.get(level) if isinstance(within, WholeGroups) else None
+            out[level] = _checked(result) if result is not None else Failure(f"no result for group '{level}'")
+        return out
+    row_groups = groups.analysed.reindex(step_result["patient_id"].to_numpy()).to_numpy(dtype=object)
+    for level in levels:
+        key = (*summary_key, "by", grouping.key, level)
+        if key in cache:
+            out[level] = _shared(cache[key])
+            continue
+        rows = step_result[row_groups == level].reset_index(drop=True)
+        result = _checked(_summarise(endpoint_cls, rows, endpoint_spec.params, ctx))
+        if not isinstance(result, Failure):
+            cache[key] = result
+        out[level] = result
+    return out
+
+
+def _comparisons(endpoint_cls, endpoint_spec, result: EndpointResult, groups: MergedGroups, levels: list[str],
+                 ctx: Context, cache: dict, summary_key: tuple) -> list | Failure:
+    """The endpoint's between-group rows (``compare:``), the reference group first; each row's
+    group must read '<level> vs <reference>'."""
+    ordered = endpoint_spec.compare.ordered(levels)
+    key = (*summary_key, "compare", groups.grouping.key, tuple(ordered))
+    if key in cache:
+        return list(cache[key])
+    if len(ordered) < 2:
+        return []
+    per_patient = result.per_patient
+    row_groups = groups.analysed.reindex(per_patient["patient_id"].to_numpy())
+    keep = row_groups.isin(ordered).to_numpy()
+    frame = per_patient[keep].reset_index(drop=True)
+    aligned = pd.Series(row_groups.to_numpy(dtype=object)[keep], index=frame.index, dtype=object, name="group")
+    try:
+        rows = endpoint_cls().compare(frame, aligned, ordered, endpoint_spec.params, ctx)
+    except (Exception, SystemExit) as exc:
+        return _as_failure(exc)
+    problem = check_rows(rows)
+    allowed = {comparison_label(level, ordered[0]) for level in ordered[1:]}
+    if problem is None:
+        wrong = [row.group for row in rows if row.group not in allowed]
+        if wrong:
+            problem = f"compare() returned a row of group '{wrong[0]}'; expected one of: {', '.join(sorted(allowed))}"
+    if problem:
+        return Failure(problem)
+    cache[key] = list(rows)
+    return list(rows)
+
+
+def _with_group(per_patient: pd.DataFrame, groups: MergedGroups) -> pd.DataFrame:
+    """The per-patient frame with each row's group as its second column."""
+    frame = per_patient.copy(deep=False)
+    values = groups.analysed.reindex(frame["patient_id"].to_numpy()).to_numpy(dtype=object)
+    if "group" in frame.columns:
+        frame["group"] = values
+    else:
+        frame.insert(1, "group", values)
+    return frame
+
+
+def _in_group(rows: list, level: str) -> list:
+    return [dataclasses.replace(row, group=level if row.group == "all" else f"{level}: {row.group}") for row in rows]
+
+
 def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
     """One variant's results from the merged map: each endpoint's summary (computed once per
     distinct setting: ``cache`` is shared by the variants of a run), attrition and data quality."""
@@ -119,6 +213,9 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         return failed_variant(spec, cohort.failure.reason, only, cohort.failure.detail)
     ctx = context_of(spec, cache)
     frames, per_patient, labels, notes, failures, curves = [], {}, {}, {}, [], {}
+    group_sizes: dict[str, int] = {}
+    if spec.by is not None:
+        group_sizes.update(cohort.groups[spec.by.key].sizes)
     quality = [cohort.quality]
     for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
@@ -144,12 +241,49 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                 "provider": endpoint_cls.provider, "reason": result.reason, "detail": result.detail,
             })
             continue
-        frames.append(rows_to_frame(result.rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
+        all_rows = list(result.rows)
+        endpoint_per_patient = result.per_patient
+        if endpoint_spec.by is not None:
+            groups = cohort.groups[endpoint_spec.by.key]
+            step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
+                        if endpoint_cls.splits() else summary_key)
+            within = _within_groups(endpoint_cls, endpoint_spec, step_key, merged.results.get(step_key), merged, groups,
+                                    ctx, cache, summary_key)
+            for level, group_result in within.items():
+                if isinstance(group_result, Failure):
+                    if group_result.spec_path is not None:
+                        raise SpecError(f"endpoints[{position}]" + (f".{group_result.spec_path}" if group_result.spec_path else ""),
+                                        group_result.reason)
+                    failures.append({
+                        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
+                        "provider": endpoint_cls.provider, "reason": f"group '{level}': {group_result.reason}",
+                        "detail": group_result.detail,
+                    })
+                    continue
+                all_rows.extend(_in_group(group_result.rows, level))
+            for level, size in groups.sizes.items():
+                group_sizes.setdefault(level, size)
+            if endpoint_spec.compare is not None:
+                compared = _comparisons(endpoint_cls, endpoint_spec, result, groups,
+                                        [level for level, r in within.items() if not isinstance(r, Failure)],
+                                        ctx, cache, summary_key)
+                if isinstance(compared, Failure):
+                    if compared.spec_path is not None:
+                        raise SpecError(f"endpoints[{position}]" + (f".{compared.spec_path}" if compared.spec_path else ""),
+                                        compared.reason)
+                    failures.append({
+                        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
+                        "provider": endpoint_cls.provider, "reason": f"compare: {compared.reason}", "detail": compared.detail,
+                    })
+                else:
+                    all_rows.extend(compared)
+            endpoint_per_patient = _with_group(result.per_patient, groups)
+        frames.append(rows_to_frame(all_rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
                                     kind=endpoint_cls.kind))
-        per_patient[endpoint_spec.id] = result.per_patient
+        per_patient[endpoint_spec.id] = endpoint_per_patient
         for name, curve in result.curves.items():
             curves[(endpoint_spec.id, name)] = curve
-        for row in result.rows:
+        for row in all_rows:
             labels[(endpoint_spec.id, row.measure, row.group)] = row.label or row.measure.replace("_", " ")
         endpoint_notes = list(result.notes)
         for reason, ids in result.excluded.items():
@@ -162,10 +296,19 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         notes[endpoint_spec.id] = endpoint_notes
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     quality_frame = pd.concat([q for q in quality if not q.empty], ignore_index=True) if any(not q.empty for q in quality) else cohort.quality
+    group_attrition = None
+    if spec.by is not None:
+        groups = cohort.groups[spec.by.key]
+        group_attrition = groups.attrition
+        quality_frame = quality_frame.copy(deep=False)
+        position = list(quality_frame.columns).index("patient_id") + 1 if "patient_id" in quality_frame else len(quality_frame.columns)
+        ids = quality_frame["patient_id"].to_numpy() if "patient_id" in quality_frame else []
+        quality_frame.insert(position, "group", groups.labels.reindex(ids).to_numpy(dtype=object) if len(ids) else
+                             pd.Series(dtype=object))
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=per_patient, labels=labels, notes=notes,
         attrition=cohort.attrition, quality=quality_frame, failures=failures, curves=curves,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, group_attrition=group_attrition, group_sizes=group_sizes,
     )
 
 
