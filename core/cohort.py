@@ -133,6 +133,22 @@ class Cohort:
         tables = {name: frame[ids.get_indexer(frame["patient_id"]) >= 0] for name, frame in self.tables.items()}
         return dataclasses.replace(self, patients=patients, tables=tables)
 
+    def split(self, labels: np.ndarray, levels: list[str]) -> dict[str, Cohort]:
+        """``subset`` for each group of patients at once (``labels``: each patient's group): each
+        table's records are matched to their patients once, not once per group."""
+        labels = np.asarray(labels, dtype=object)
+        rows = {name: self.patient_rows(frame) for name, frame in self.tables.items()}
+        out = {}
+        for level in levels:
+            keep = labels == level
+            tables = {}
+            for name, frame in self.tables.items():
+                codes = rows[name]
+                wanted = (codes >= 0) & keep[np.clip(codes, 0, None)] if len(keep) else np.zeros(len(codes), dtype=bool)
+                tables[name] = frame[wanted]
+            out[level] = dataclasses.replace(self, patients=self.patients[keep].reset_index(drop=True), tables=tables)
+        return out
+
     def patient_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Each record's row in ``patients`` (-1: not an analysed patient): integer keys for
         ``np.bincount`` and numpy indexing instead of joins and group-bys on the text patient_id."""

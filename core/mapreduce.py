@@ -218,6 +218,7 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
                                   groups=groups)
         lines = cohort.patients[LINE].to_numpy(dtype=np.int64) if LINE in cohort.patients else np.arange(len(cohort.patients))
         cache: dict = {}  # what the steps memoise, within this partition
+        splits: dict[str, dict] = {}  # each grouping's cohorts, built once for every compute-only step
         for step_key, step in plan.steps_of(key):
             endpoint = plugins.endpoints.items[step.plugin]()
             ctx = dataclasses.replace(step.ctx, cache=cache)
@@ -225,7 +226,9 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
                 if step.whole:
                     results[step_key] = endpoint.compute(cohort, step.params, ctx)
                     for gkey, grouping in plan.whole_groups.get(step_key, {}).items():
-                        results[(*step_key, "by", gkey)] = _compute_within(endpoint, cohort, groups[gkey], grouping, step, ctx)
+                        if gkey not in splits:
+                            splits[gkey] = _split(cohort, groups[gkey], grouping)
+                        results[(*step_key, "by", gkey)] = _compute_within(endpoint, splits[gkey], step, ctx)
                     continue
                 frame = endpoint.derive(cohort, step.params, ctx)
                 if not isinstance(frame, pd.DataFrame) or not len(frame.columns) or frame.columns[0] != "patient_id":
@@ -240,15 +243,20 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
                            seconds=time.perf_counter() - started)
 
 
-def _compute_within(endpoint, cohort, part: GroupPart, grouping: Grouping, step: Step, ctx: Context) -> WholeGroups:
-    """A compute-only endpoint on each group's patients (``Cohort.subset``)."""
+def _split(cohort, part: GroupPart, grouping: Grouping) -> dict:
+    """The cohort of each group's analysed patients (``Cohort.split``), for compute-only endpoints."""
     analysed = part.labels[part.labels["analysed"].to_numpy()]
     group_of = pd.Series(analysed["group"].to_numpy(), index=analysed["patient_id"].to_numpy())
     groups = group_of.reindex(cohort.patients["patient_id"].to_numpy()).to_numpy(dtype=object)
+    return cohort.split(groups, grouping.analysed(grouping.levels(set(groups))))
+
+
+def _compute_within(endpoint, cohorts: dict, step: Step, ctx: Context) -> WholeGroups:
+    """A compute-only endpoint on each group's patients."""
     out: dict[str, EndpointResult | Failure] = {}
-    for level in grouping.analysed(grouping.levels(set(groups))):
+    for level, subset in cohorts.items():
         try:
-            out[level] = endpoint.compute(cohort.subset(groups == level), step.params, ctx)
+            out[level] = endpoint.compute(subset, step.params, ctx)
         except (Exception, SystemExit) as exc:  # noqa: PERF203 - one group's failure must not stop the others
             out[level] = _failure(exc)
     return WholeGroups(results=out)

@@ -93,6 +93,7 @@ def what_moves(results: Results) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+NO_GROUP = "\u2013"  # a group that a variant's grouping does not have
 WIDE_MAX_VARIANTS = 4  # primary + 3: beyond that, variants become rows
 
 
@@ -113,13 +114,18 @@ def side_by_side_table(results: Results) -> Table:
     heads = headline_rows(results)
     names = [v.name for v in results.variants]
     blocks = list(heads.groupby(["endpoint", "measure", "group"], sort=False))
+    failed = {(f["variant"], f["endpoint"]) for f in results.failures}
+
+    def absent(variant: str, endpoint: str) -> str:
+        """A missing cell: the endpoint failed, or the variant has no such group (another ``by``)."""
+        return "failed" if (variant, endpoint) in failed else NO_GROUP
     notes = what_moves_notes(results)
     title = "Sensitivity analysis: headline figures per variant"
     if len(names) <= WIDE_MAX_VARIANTS:
         rows = []
         for (endpoint, measure, group), block in blocks:
             cells = block.set_index("variant")["display"]
-            rows.append([_measure_label(results, endpoint, measure, group)] + [cells.get(name, "failed") for name in names])
+            rows.append([_measure_label(results, endpoint, measure, group)] + [cells.get(name, absent(name, endpoint)) for name in names])
         legend = [f"{v.name}: {_setting_text(results, v.name)}" for v in results.variants[1:] if _setting_text(results, v.name)]
         return Table(title=title, headers=["Measure"] + names, rows=rows, footnotes=legend + notes)
     moves = results.what_moves()
@@ -128,11 +134,11 @@ def side_by_side_table(results: Results) -> Table:
     rows = []
     for (endpoint, measure, group), block in blocks:
         cells = block.set_index("variant")["display"]
-        base = cells.get(names[0], "failed")
+        base = cells.get(names[0], absent(names[0], endpoint))
         rows.append([_measure_label(results, endpoint, measure, group), names[0], "", base, ""])
         same = 0
         for name in names[1:]:
-            shown = cells.get(name, "failed")
+            shown = cells.get(name, absent(name, endpoint))
             if shown == base:
                 same += 1
                 continue
@@ -151,6 +157,8 @@ def what_moves_notes(results: Results) -> list[str]:
     """'What moves the answer': the largest move of each headline, and every changed conclusion."""
     moves = results.what_moves()
     notes = []
+    if any(v.spec.by is not None or any(e.by for e in v.spec.endpoints) for v in results.variants):
+        notes.append(f"Subgroups: a line per group (the group in brackets); {NO_GROUP} = the variant has no such group.")
     if not moves.empty:
         moved = moves.dropna(subset=["change"]).copy()
         moved["size"] = moved["change"].abs() / moved["primary_value"].abs().where(moved["primary_value"] != 0, 1.0)

@@ -325,3 +325,33 @@ def test_grouped_table_renders_in_every_format(tmp_path):
     written = results.write(tmp_path / "out", ["github", "docx", "xlsx"], figures=False)
     assert any(str(p).endswith("table.xlsx") for p in written)
     assert np.isfinite(len(textwrap.dedent(results.table("plain"))))
+
+
+def test_cohort_split_is_subset_for_each_group():
+    from endpointkit.testing import make_cohort
+
+    cohort = make_cohort(
+        patients=[{"patient_id": p, "sex": s, "onset_date": "2010-01-01", "last_followup_date": "2019-01-01"}
+                  for p, s in (("p1", "F"), ("p2", "M"), ("p3", "F"))],
+        treatments=[{"patient_id": p, "treatment": "IVIG", "start_date": "2015-01-01", "end_date": "2017-01-01"}
+                    for p in ("p1", "p2", "p3")],
+        relapses=[{"patient_id": "p1", "onset_date": "2016-01-01"}, {"patient_id": "p2", "onset_date": "2016-02-01"},
+                  {"patient_id": "p3", "onset_date": "2016-03-01"}, {"patient_id": "p1", "onset_date": "2016-06-01"}],
+    )
+    labels = cohort.patients["sex"].to_numpy(dtype=object)
+    split = cohort.split(labels, ["F", "M"])
+    for level, part in split.items():
+        alone = cohort.subset(labels == level)
+        pd.testing.assert_frame_equal(part.patients, alone.patients)
+        for name in alone.tables:
+            pd.testing.assert_frame_equal(part.tables[name], alone.tables[name])
+    assert list(split["F"].table("relapses")["patient_id"]) == ["p1", "p1", "p3"]
+
+
+def test_side_by_side_marks_a_group_the_variant_does_not_have(plugin_spec):
+    from endpointkit.spec import load_spec
+
+    results = run(load_spec(plugin_spec(by="sex", sensitivity=[{"name": "by age", "set": {"by": AGE_GROUPS}}])))
+    text = results.side_by_side("plain")
+    line = next(line for line in text.splitlines() if "(F)" in line)
+    assert "\u2013" in line and "failed" not in text
