@@ -78,14 +78,18 @@ def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -
 
 def check_cohorts(spec: Spec, data: CohortData, plugins: Plugins) -> None:
     """Build the cohort of the primary spec and of each variant with distinct cohort settings, so
-    that the spec's every ``where`` column, index treatment and criterion is checked against the
-    data (``validate``): what would stop ``run`` stops here."""
+    that the spec's every ``where`` column, index treatment, criterion and grouping (``by``) is checked
+    against the data (``validate``): what would stop ``run`` stops here."""
     seen: set[str] = set()
+    cohorts = {}
     for variant in (spec, *spec.variants):
         key = cohort_key(variant)
         if key not in seen:
             seen.add(key)
-            build_cohort(data, variant.cohort, plugins.criteria)
+            cohorts[key] = build_cohort(data, variant.cohort, plugins.criteria)
+        for grouping in (variant.by, *(e.by for e in variant.endpoints)):
+            if grouping is not None:  # an unknown column or expression names its spec path
+                grouping.labels(cohorts[key].everyone)
 
 
 def _shared(result: EndpointResult) -> EndpointResult:

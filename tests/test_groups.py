@@ -355,3 +355,9 @@ def test_side_by_side_marks_a_group_the_variant_does_not_have(plugin_spec):
     text = results.side_by_side("plain")
     line = next(line for line in text.splitlines() if "(F)" in line)
     assert "\u2013" in line and "failed" not in text
+
+
+def test_validate_checks_the_grouping_against_the_data(plugin_spec, cli):
+    status, _, err = cli("validate", plugin_spec(endpoints=[{"id": "after", "plugin": "relapses_after", "by": "antibody"}]))
+    assert status == 2
+    assert "endpoints[0].by: unknown patient column 'antibody'" in err and "antibody_status" in err
