@@ -247,6 +247,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
             continue
         all_rows = list(result.rows)
         endpoint_per_patient = result.per_patient
+        group_curves: dict = {}  # each group's Kaplan-Meier fits: figures of their own, after the overall ones
         if endpoint_spec.by is not None:
             groups = cohort.groups[endpoint_spec.by.key]
             step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
@@ -265,6 +266,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                     })
                     continue
                 all_rows.extend(_in_group(group_result.rows, level))
+                group_curves.update({(endpoint_spec.id, f"{name} ({level})"): curve for name, curve in group_result.curves.items()})
             for level, size in groups.sizes.items():
                 group_sizes.setdefault(level, size)
             if endpoint_spec.compare is not None:
@@ -287,6 +289,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         per_patient[endpoint_spec.id] = endpoint_per_patient
         for name, curve in result.curves.items():
             curves[(endpoint_spec.id, name)] = curve
+        curves.update(group_curves)
         for row in all_rows:
             labels[(endpoint_spec.id, row.measure, row.group)] = row.label or row.measure.replace("_", " ")
         endpoint_notes = list(result.notes)

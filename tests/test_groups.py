@@ -361,3 +361,12 @@ def test_validate_checks_the_grouping_against_the_data(plugin_spec, cli):
     status, _, err = cli("validate", plugin_spec(endpoints=[{"id": "after", "plugin": "relapses_after", "by": "antibody"}]))
     assert status == 2
     assert "endpoints[0].by: unknown patient column 'antibody'" in err and "antibody_status" in err
+
+
+def test_each_group_gets_its_own_kaplan_meier_curves_after_the_overall_ones():
+    results = run_mapping(demo_spec(by=AGE_GROUPS))
+    titles = [title for endpoint, title in results.primary.curves if endpoint == "relapse_free"]
+    assert titles[0] == "Relapse-free survival"
+    assert titles[1:] == ["Relapse-free survival (under 50)", "Relapse-free survival (50 or older)"]
+    grouped = results.primary.curves[("relapse_free", "Relapse-free survival (under 50)")]
+    assert int(grouped.at_risk(0)) == 8
