@@ -9,11 +9,13 @@ never changes a result (the merge is exact); it only spreads the work.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .data import CohortData
+from .data import LINE, NUMERIC, TABLES, CohortData, load_data, numeric_columns
+from .reading import DataReading
 
 
 def partition_of(ids: pd.Series | np.ndarray, partitions: int) -> np.ndarray:
@@ -45,3 +47,33 @@ def split_data(data: CohortData, partitions: int) -> list[CohortData]:
         for k in range(partitions):
             parts[k][name] = frame.iloc[order[bounds[k]:bounds[k + 1]]]
     return [dataclasses.replace(data, tables=tables) for tables in parts]
+
+
+def load_partition(source, path: Path, required: list[str], optional: list[str], columns: dict[str, dict[str, str]],
+                   reading: DataReading | None, part: int, parts: int) -> CohortData:
+    """Partition ``part`` of ``parts`` read through a source that can (``read_partition``), each
+    table mapped, typed and validated exactly as :func:`~endpointkit.data.load_data` does for the
+    whole data; the extra columns typed as the whole table types them (``column_values``)."""
+    reading = reading or DataReading()
+
+    def read_table(root: Path, name: str):
+        raw = source.read_partition(root, name, reading.request(name), part, parts)
+        if raw is None:
+            return None
+        frame, checksum = raw
+        return _typed_as_whole(source, root, name, frame, (columns or {}).get(name), reading), checksum
+
+    return load_data(source, path, required, optional, columns, reading, read_table=read_table, partial=True)
+
+
+def _typed_as_whole(source, root: Path, name: str, frame: pd.DataFrame, mapping: dict[str, str] | None,
+                    reading: DataReading) -> pd.DataFrame:
+    """An extra column is a number when all its values are, in the whole table: a partition whose
+    values happen to all be numbers must not type it otherwise (the merge would differ)."""
+    values_of = getattr(source, "column_values", None)
+    renamed = {user: canonical for canonical, user in (mapping or {}).items()}
+    extra = [str(c) for c in frame.columns if c != LINE and renamed.get(str(c), str(c)) not in TABLES[name].all_columns]
+    if extra and values_of is not None:
+        options, recodes = reading.typing(name)
+        frame.attrs[NUMERIC] = numeric_columns(values_of(root, name, extra), options, recodes)
+    return frame
