@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-o", "--output", type=Path, required=True, help="folder for the CSV files and truth.json")
     simulate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                           help="a true parameter of the simulation (repeatable), e.g. post_rate=0.3; listed below")
+    simulate.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                          help="csv (default): one CSV file per table; parquet: a partitioned dataset as endpointkit partition writes it")
+    simulate.add_argument("--partitions", type=int, metavar="N", help="with --format parquet: the number of partitions (default 1)")
     partition = commands.add_parser(
         "partition", help="write the spec's data as a hash-partitioned Parquet dataset",
         description="Read every table of the spec's data through its source and write it as a Parquet dataset, one file "

@@ -342,6 +342,13 @@ def _file_bytes(table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def check_new_folder(out: Path) -> None:
+    """The dataset's folder must be new or empty: it is written whole or not at all."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"-o: {out} already exists and is not an empty folder; choose a new folder (the dataset is "
+                         "written whole or not at all)")
+
+
 def write_partitioned(source, path: Path, columns: Mapping[str, Mapping[str, str]] | None, reading: DataReading | None,
                       out: Path, partitions: int, extra_files: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read every table through ``source`` (one at a time) and write the partitioned dataset to
@@ -353,9 +360,7 @@ def write_partitioned(source, path: Path, columns: Mapping[str, Mapping[str, str
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise UsageError(f"--partitions: expected a number of partitions from 1 to {MAX_PARTITIONS}, got {partitions}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"-o: {out} already exists and is not an empty folder; choose a new folder (the dataset is "
-                         "written whole or not at all)")
+    check_new_folder(out)
     if getattr(source, "needs_path", True) and not path.exists():
         raise DataError("data", f"data folder not found: {path}")
     if is_partitioned(path) and out.resolve() == Path(path).resolve():

@@ -349,3 +349,27 @@ def test_a_table_folder_is_not_a_dataset(study, capsys):
     assert "patients: table not found" in capsys.readouterr().err
 
 
+
+
+# --------------------------------------------------------------------------- simulate --format parquet
+
+
+def test_simulate_writes_the_partitioned_dataset_of_its_csv_registry(study, tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", "--patients", "300", "--seed", "3", "--format", "parquet", "--partitions", "8", "-o", str(out)]) == 0
+    assert capsys.readouterr().err.strip().endswith(f"wrote 8 partition(s) and truth.json to {out}")
+    ours, partitioned = (json.loads((folder / MANIFEST).read_text()) for folder in (out, study / "ds"))
+    assert ours["tables"] == partitioned["tables"]  # the same files, line numbers and CSV checksums
+    assert (out / "truth.json").read_bytes() == (study / "data" / "truth.json").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]  # no scratch CSV folder left
+
+
+def test_simulate_partitions_need_parquet_and_a_new_folder(tmp_path, capsys):
+    assert main(["simulate", "--patients", "10", "--partitions", "2", "-o", str(tmp_path / "a")]) == 2
+    assert "--partitions: a partitioned dataset is written with --format parquet" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("")
+    assert main(["simulate", "--patients", "10", "--format", "parquet", "-o", str(tmp_path / "b")]) == 2
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+    assert main(["simulate", "--patients", "10", "--format", "parquet", "--partitions", "0", "-o", str(tmp_path / "c")]) == 2
+    assert "expected a number of partitions from 1 to 4096, got 0" in capsys.readouterr().err
