@@ -98,13 +98,28 @@ def _bad_manifest(root: Path, why: str) -> DataError:
     return DataError("data", f"{root / MANIFEST}: {why}; write the dataset again with endpointkit partition")
 
 
+_MANIFESTS: dict[tuple, Manifest] = {}  # read once per task, not once per table (keyed by the file's stat)
+
+
 def read_manifest(root: Path) -> Manifest:
     """The dataset's manifest, checked for what a reader relies on."""
     root = Path(root)
     try:
+        info = (root / MANIFEST).stat()
+        key = (str(root.resolve()), info.st_mtime_ns, info.st_size, info.st_ino)
+        if key in _MANIFESTS:
+            return _MANIFESTS[key]
         raw = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad_manifest(root, f"cannot read the manifest ({exc})") from None
+    manifest = _checked_manifest(root, raw)
+    if len(_MANIFESTS) > 16:
+        _MANIFESTS.clear()
+    _MANIFESTS[key] = manifest
+    return manifest
+
+
+def _checked_manifest(root: Path, raw: Any) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise _bad_manifest(root, f"not a manifest of endpointkit partition (expected \"format\": \"{FORMAT}\")")
     if raw.get("version") != VERSION:
