@@ -46,12 +46,10 @@ from .data import (
     Distinct,
     _described,
     _reader,
-    _recode,
-    cell_text,
     patients_first,
 )
 from .errors import DataError, UsageError
-from .partitioning import partition_of
+from .partitioning import PARTITION_FILES, record_partitions
 
 MANIFEST = "endpointkit-partitions.json"
 FORMAT = "endpointkit-partitions"
@@ -310,7 +308,10 @@ def read_part(root: Path, table: str, part: int, parts: int) -> tuple[pd.DataFra
     entry = manifest.tables[table]
     if entry["rows"] == 0 and table in ALWAYS_REQUIRED:
         raise DataError(table, "the table has no rows")
-    return _read_files(manifest, table, manifest.parts_for(part, parts)), entry["sha256"]
+    files = manifest.parts_for(part, parts)
+    frame = _read_files(manifest, table, files)
+    frame.attrs[PARTITION_FILES] = (manifest.partitions, files)
+    return frame, entry["sha256"]
 
 
 def column_values(root: Path, table: str, columns: list[str]) -> dict[str, pd.Series]:
@@ -327,25 +328,6 @@ def column_values(root: Path, table: str, columns: list[str]) -> dict[str, pd.Se
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def record_partitions(frame: pd.DataFrame, table: str, partitions: int, mapping: Mapping[str, str] | None,
-                      reading: DataReading) -> np.ndarray:
-    """Each raw record's partition: that of its patient id as the typing layer will read it
-    (mapped column, recoded, as text, stripped), hashed once per distinct id."""
-    column = (mapping or {}).get("patient_id", "patient_id")
-    if column not in frame.columns:
-        shown = ", ".join(str(c) for c in frame.columns if not str(c).startswith("_"))
-        raise DataError(table, f"missing required column 'patient_id'; found: {shown} (map your own names with "
-                               f"data.columns.{table})", column="patient_id")
-    ids = pd.DataFrame({"patient_id": frame[column]})
-    options, values = reading.typing(table)
-    if options.missing or values.get("patient_id"):
-        _recode(ids, options, {"patient_id": values["patient_id"]} if "patient_id" in values else {})
-    distinct = Distinct(ids["patient_id"])
-    text = distinct.values.map(cell_text, na_action="ignore")
-    where = partition_of(text.fillna(""), partitions)
-    return np.append(where, 0)[distinct.codes]
 
 
 def _file_bytes(table) -> bytes:

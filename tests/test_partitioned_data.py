@@ -373,3 +373,24 @@ def test_simulate_partitions_need_parquet_and_a_new_folder(tmp_path, capsys):
     assert "already exists and is not an empty folder" in capsys.readouterr().err
     assert main(["simulate", "--patients", "10", "--format", "parquet", "--partitions", "0", "-o", str(tmp_path / "c")]) == 2
     assert "expected a number of partitions from 1 to 4096, got 0" in capsys.readouterr().err
+
+
+def test_a_spec_that_reads_other_patient_ids_is_refused(study, tmp_path, capsys):
+    """Written with one id column, read with another: no silent split of a patient's records."""
+    data = tmp_path / "data"
+    shutil.copytree(study / "data", data)
+    patients = pd.read_csv(data / "patients.csv", dtype=str, keep_default_na=False).rename(columns={"patient_id": "pid"})
+    patients["other_id"] = patients["pid"].iloc[::-1].to_numpy()  # the same ids, on other rows
+    patients.to_csv(data / "patients.csv", index=False)
+    (tmp_path / "plug.py").write_text(PLUGIN)
+    for name, column in (("study", "pid"), ("other", "other_id")):
+        (tmp_path / f"{name}.yaml").write_text(SPEC.replace("path: data}", f"path: data, columns: {{patients: {{patient_id: {column}}}}}}}"))
+    assert main(["partition", str(tmp_path / "study.yaml"), "-o", str(tmp_path / "ds"), "--partitions", "4"]) == 0
+    assert main(["run", str(tmp_path / "study.yaml"), "--data", str(tmp_path / "ds"), "--only", "count",
+                 "--partitions", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "other.yaml"), "--data", str(tmp_path / "ds"), "--only", "count",
+                 "--partitions", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "endpointkit: error: patients, line" in err
+    assert "a patient id is stored in another partition than it hashes to" in err and "write it again with this spec" in err
