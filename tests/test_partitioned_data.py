@@ -394,3 +394,21 @@ def test_a_spec_that_reads_other_patient_ids_is_refused(study, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "endpointkit: error: patients, line" in err
     assert "a patient id is stored in another partition than it hashes to" in err and "write it again with this spec" in err
+
+
+def test_a_fresh_worker_rebuilds_the_run_and_reads_only_its_partition(study):
+    """What a Dask worker does: the run rebuilt from its recipe, then one partition read and mapped."""
+    from endpointkit.executors import _JOBS, Task, recipe_of, run_task
+    from endpointkit.mapreduce import plan_run
+
+    spec = load_spec(study / "study.yaml", data=study / "ds")
+    plan = plan_run([spec], spec.plugins, ("count",), 8)
+    try:
+        output = run_task("fresh-worker", Task(3, 8, tuple(plan.cohorts)), recipe_of(spec, [spec], ("count",), 8))
+    finally:
+        _JOBS.pop("fresh-worker", None)
+    manifest = read_manifest(study / "ds")
+    (cohort,) = output.cohorts.values()
+    assert cohort.patients == manifest.tables["patients"]["parts"][3]["rows"]  # every simulated patient is analysed
+    assert output.checksums == {name: manifest.tables[name]["sha256"] for name in output.checksums}
+    assert set(output.checksums) == {"patients", "treatments", "administrations", "relapses"}
