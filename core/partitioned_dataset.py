@@ -385,7 +385,7 @@ def write_partitioned(source, path: Path, columns: Mapping[str, Mapping[str, str
                 continue
             frame, checksum = raw
             origin = frame.attrs.get(ORIGIN)
-            unit = "row" if origin else "line"
+            unit = frame.attrs.get(UNIT, "row" if origin else "line")  # a dataset partitioned again keeps its units
             if LINE not in frame.columns:  # numbered as the typing layer would number it
                 frame[LINE] = np.arange(2, len(frame) + 2, dtype=np.int64)
             where = record_partitions(frame, name, partitions, (columns or {}).get(name), reading)

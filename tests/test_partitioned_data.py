@@ -412,3 +412,16 @@ def test_a_fresh_worker_rebuilds_the_run_and_reads_only_its_partition(study):
     assert cohort.patients == manifest.tables["patients"]["parts"][3]["rows"]  # every simulated patient is analysed
     assert output.checksums == {name: manifest.tables[name]["sha256"] for name in output.checksums}
     assert set(output.checksums) == {"patients", "treatments", "administrations", "relapses"}
+
+
+def test_a_dataset_partitioned_again_is_the_dataset_of_the_original(study, tmp_path):
+    assert main(["partition", str(study / "study.yaml"), "--data", str(study / "ds"), "-o", str(tmp_path / "ds3"), "--partitions", "3"]) == 0
+    assert main(["partition", str(study / "study.yaml"), "-o", str(tmp_path / "direct"), "--partitions", "3"]) == 0
+    again, direct = (json.loads((tmp_path / f / MANIFEST).read_text()) for f in ("ds3", "direct"))
+    assert again["source"] == "parquet" and list(again["tables"]) == list(direct["tables"])
+    for name, entry in direct["tables"].items():  # the same records, lines, origins and original checksums
+        same = {key: value for key, value in entry.items() if key != "parts"}
+        assert {key: value for key, value in again["tables"][name].items() if key != "parts"} == same
+        for k in range(3):
+            read = [pd.read_parquet(tmp_path / f / name / f"part-{k:05d}.parquet") for f in ("ds3", "direct")]
+            pd.testing.assert_frame_equal(read[0], read[1], check_categorical=False)
