@@ -131,15 +131,23 @@ def _checked_manifest(root: Path, raw: Any) -> Manifest:
     for name, entry in tables.items():
         if name not in TABLES:
             raise _bad_manifest(root, f"unknown table '{name}'")
-        parts = entry.get("parts") if isinstance(entry, dict) else None
-        columns = entry.get("columns") if isinstance(entry, dict) else None
-        if not isinstance(parts, list) or len(parts) != partitions:
-            raise _bad_manifest(root, f"tables.{name}.parts: expected one entry per partition ({partitions})")
-        if not isinstance(columns, dict) or not all(kind in KINDS for kind in columns.values()):
-            raise _bad_manifest(root, f"tables.{name}.columns: expected column -> one of {', '.join(KINDS)}")
-        if sum(int(p.get("rows", -1)) for p in parts) != entry.get("rows"):
+        if not isinstance(entry, dict) or not _counted(entry) or not all(
+                isinstance(entry.get(key), str) for key in ("sha256", "origin", "unit")):
+            raise _bad_manifest(root, f"tables.{name}: expected rows, sha256, origin, unit, columns and parts")
+        parts, columns = entry.get("parts"), entry.get("columns")
+        if not isinstance(parts, list) or len(parts) != partitions or not all(_counted(p) for p in parts):
+            raise _bad_manifest(root, f"tables.{name}.parts: expected one entry (rows, sha256) per partition ({partitions})")
+        if not isinstance(columns, dict) or LINE not in columns or not all(kind in KINDS for kind in columns.values()):
+            raise _bad_manifest(root, f"tables.{name}.columns: expected column -> one of {', '.join(KINDS)}, with {LINE}")
+        if sum(p["rows"] for p in parts) != entry["rows"]:
             raise _bad_manifest(root, f"tables.{name}: the partitions' rows do not add up to the table's rows")
     return Manifest(root=root, partitions=partitions, source=str(raw.get("source", "")), tables=tables)
+
+
+def _counted(entry: Any) -> bool:
+    """A mapping with a row count (a whole number >= 0) and, for a partition file, its checksum."""
+    rows = entry.get("rows") if isinstance(entry, dict) else None
+    return isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 and isinstance(entry.get("sha256"), str)
 
 
 # --------------------------------------------------------------------------- raw values <-> Parquet

@@ -322,11 +322,15 @@ def test_a_changed_partition_file(study, copy, capsys):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda m: m.update(partitions=5), "tables.patients.parts: expected one entry per partition (5)"),
+    (lambda m: m.update(partitions=5), "tables.patients.parts: expected one entry (rows, sha256) per partition (5)"),
     (lambda m: m["tables"]["patients"].update(rows=1), "the partitions' rows do not add up to the table's rows"),
     (lambda m: m.update(format="other"), "not a manifest of endpointkit partition"),
     (lambda m: m.update(version=99), "manifest version 99; this endpointkit reads version 1"),
     (lambda m: m["tables"].pop("patients"), "expected \"tables\" with at least patients"),
+    (lambda m: m["tables"]["relapses"].pop("sha256"), "tables.relapses: expected rows, sha256, origin, unit, columns and parts"),
+    (lambda m: m["tables"]["relapses"]["parts"][2].update(rows="7"), "tables.relapses.parts: expected one entry (rows, sha256)"),
+    (lambda m: m["tables"]["edss"]["columns"].update(date="text"), "tables.edss.columns: expected column -> one of"),
+    (lambda m: m["tables"].update(vitals=m["tables"]["edss"]), "unknown table 'vitals'"),
 ])
 def test_a_manifest_that_disagrees(study, copy, capsys, change, message):
     manifest = json.loads((copy / MANIFEST).read_text())
