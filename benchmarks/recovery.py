@@ -42,51 +42,73 @@ def _score(rr, true_ratio: float) -> tuple[bool, float]:
     return bool(rr.low <= true_ratio <= high), (math.log(high) - math.log(rr.low)) if rr.low > 0 else math.inf
 
 
-def run(cohorts: int = 200, patients: int = 300, extra: dict | None = None, log=print) -> dict:
+def replicate(job: tuple[int, int, dict]) -> dict:
+    """One replicate cohort (seed, patients, simulator settings): its exact and robust rate_ratio rows
+    scored against the truth. A task of its own, so that thousands run on any executor."""
     from endpointkit.cohort import build_cohort
     from endpointkit.manager import get_plugin_manager
     from endpointkit.plugins.arr_change import ArrChange
     from endpointkit.simulate import make_parameters, simulate_registry
     from endpointkit.testing import make_context, make_data, make_settings, params_for, row
 
+    seed, patients, settings = job
+    sim_params = make_parameters(settings)
+    true_ratio = sim_params.post_rate / sim_params.pre_rate
+    sim = simulate_registry(patients, seed, sim_params)
+    cohort = build_cohort(make_data(**sim.tables), make_settings(merge_within_days=0), get_plugin_manager(entrypoints=False).criteria)
+    rr = row(ArrChange().compute(cohort, params_for(ArrChange, **ARR_SETTINGS), make_context()), "rate_ratio")
+    robust = row(ArrChange().compute(cohort, params_for(ArrChange, **ARR_SETTINGS, rate_ratio_ci="robust"), make_context()), "rate_ratio")
+    if robust.estimate != rr.estimate:
+        raise AssertionError(f"seed {seed}: robust and exact rate ratios differ ({robust.estimate} vs {rr.estimate})")
+    hit, width = _score(rr, true_ratio)
+    robust_hit, robust_width = _score(robust, true_ratio)
+    realised = sim.truth["realized"]["crude_rate_ratio"]
+    return {"estimate": rr.estimate, "covered": hit, "width": width, "robust_covered": robust_hit,
+            "robust_width": robust_width, "robust_test": robust.test, "mismatch": abs(rr.estimate - realised) / realised}
+
+
+def run(cohorts: int = 200, patients: int = 300, extra: dict | None = None, log=print, executor=None) -> dict:
+    """``cohorts`` replicates of ``patients`` each, as tasks on ``executor`` (an
+    endpointkit.executors.ExecutorSettings; default serial)."""
+    from endpointkit.executors import ExecutorSettings, map_items
+    from endpointkit.simulate import make_parameters
+
     settings = {**SIM_SETTINGS, **(extra or {})}
     sim_params = make_parameters(settings)
-    criteria = get_plugin_manager(entrypoints=False).criteria
-    cohort_settings = make_settings(merge_within_days=0)
-    params = params_for(ArrChange, **ARR_SETTINGS)  # rate_ratio_ci: exact (the default)
-    robust_params = params_for(ArrChange, **ARR_SETTINGS, rate_ratio_ci="robust")
-    true_ratio = sim_params.post_rate / sim_params.pre_rate
-    estimates, covered, robust_covered, widths, robust_widths, mismatch = [], 0, 0, [], [], 0.0
-    robust_test = None
+    executor = executor or ExecutorSettings()
     started = time.perf_counter()
-    for seed in range(1, cohorts + 1):
-        sim = simulate_registry(patients, seed, sim_params)
-        cohort = build_cohort(make_data(**sim.tables), cohort_settings, criteria)
-        result = ArrChange().compute(cohort, params, make_context())
-        rr = row(result, "rate_ratio")
-        estimates.append(rr.estimate)
-        hit, width = _score(rr, true_ratio)
-        covered += hit
-        widths.append(width)
-        robust = row(ArrChange().compute(cohort, robust_params, make_context()), "rate_ratio")
-        if robust.estimate != rr.estimate:
-            raise AssertionError(f"seed {seed}: robust and exact rate ratios differ ({robust.estimate} vs {rr.estimate})")
-        hit, width = _score(robust, true_ratio)
-        robust_covered += hit
-        robust_widths.append(width)
-        robust_test = robust.test
-        realised = sim.truth["realized"]["crude_rate_ratio"]
-        mismatch = max(mismatch, abs(rr.estimate - realised) / realised)
+    scored = map_items(replicate, [(seed, patients, settings) for seed in range(1, cohorts + 1)], executor, send_module=True)
     seconds = time.perf_counter() - started
-    estimates = np.array(estimates)
-    log.__call__(f"    {cohorts} cohorts x {patients} patients ({settings}) in {seconds:.0f} s")
+    estimates = np.array([s["estimate"] for s in scored])
+    log.__call__(f"    {cohorts} cohorts x {patients} patients ({settings}) in {seconds:.0f} s on {executor.name}"
+                 + (f" ({executor.workers} workers)" if executor.name != "serial" else ""))
     return {
         "cohorts": cohorts, "patients": patients, "simulator_settings": settings, "arr_settings": ARR_SETTINGS,
         "cohort_settings": {"relapses.merge_within_days": 0, "follow_up_end": "treatment_end"},
-        "true_ratio": true_ratio, "frailty_shape": sim_params.frailty_shape,
-        "coverage": covered / cohorts, "robust_coverage": robust_covered / cohorts, "robust_ci": robust_test,
+        "true_ratio": sim_params.post_rate / sim_params.pre_rate, "frailty_shape": sim_params.frailty_shape,
+        "coverage": sum(s["covered"] for s in scored) / cohorts,
+        "robust_coverage": sum(s["robust_covered"] for s in scored) / cohorts, "robust_ci": scored[-1]["robust_test"],
         "mean_estimate": float(estimates.mean()), "median_estimate": float(np.median(estimates)),
         "sd_log_estimate": float(np.std(np.log(estimates), ddof=1)),
-        "mean_log_ci_width": float(np.mean(widths)), "mean_log_robust_ci_width": float(np.mean(robust_widths)),
-        "max_relative_difference_from_truth_realised": mismatch, "seconds": seconds,
+        "mean_log_ci_width": float(np.mean([s["width"] for s in scored])),
+        "mean_log_robust_ci_width": float(np.mean([s["robust_width"] for s in scored])),
+        "max_relative_difference_from_truth_realised": max(s["mismatch"] for s in scored), "seconds": seconds,
+        "executor": executor.name, "workers": executor.workers,
     }
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from endpointkit.executors import ExecutorSettings
+
+    parser = argparse.ArgumentParser(description="Coverage of the crude ARR ratio's 95% CIs over simulated replicate cohorts.")
+    parser.add_argument("--cohorts", type=int, default=200)
+    parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--executor", choices=("serial", "processes", "dask"), default="serial")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (processes, or a local Dask cluster)")
+    parser.add_argument("--scheduler", help="an existing Dask scheduler address")
+    args = parser.parse_args()
+    result = run(args.cohorts, args.patients, executor=ExecutorSettings(args.executor, workers=args.jobs, scheduler=args.scheduler))
+    print(f"coverage {result['coverage']:.1%} (exact CI), {result['robust_coverage']:.1%} (robust CI); "
+          f"mean estimate {result['mean_estimate']:.3f} vs true {result['true_ratio']:.3f}; {result['seconds']:.1f} s")

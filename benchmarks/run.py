@@ -368,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-cohorts", type=int, default=1000,
                         help="a second, larger recovery run with frailty (0: skip); 200 cohorts leave +-3 points of noise")
     parser.add_argument("--skip", nargs="*", default=[], choices=["scale", "grid", "msprog", "recovery"])
+    parser.add_argument("--recovery-executor", choices=("serial", "processes", "dask"), default="processes",
+                        help="where the recovery replicates run (each cohort a task)")
+    parser.add_argument("--recovery-jobs", type=int, default=2)
+    parser.add_argument("--scheduler", help="an existing Dask scheduler for --recovery-executor dask")
     parser.add_argument("-o", "--output", type=Path, default=BENCH / "RESULTS.md")
     args = parser.parse_args(argv)
     command = "python benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
@@ -412,10 +416,13 @@ def main(argv: list[str] | None = None) -> int:
                             f"{m['cases']['matched, roving']['agree_progression']:.1%} (roving)", None))
     if "recovery" not in args.skip:
         log("4. recovery of a known rate ratio")
-        results["recovery"] = [recovery.run(args.cohorts, args.cohort_patients, log=log),
-                               recovery.run(args.cohorts, args.cohort_patients, {"frailty_shape": "inf"}, log=log)]
+        from endpointkit.executors import ExecutorSettings
+
+        on = ExecutorSettings(args.recovery_executor, workers=args.recovery_jobs, scheduler=args.scheduler)
+        results["recovery"] = [recovery.run(args.cohorts, args.cohort_patients, log=log, executor=on),
+                               recovery.run(args.cohorts, args.cohort_patients, {"frailty_shape": "inf"}, log=log, executor=on)]
         if args.large_cohorts:
-            results["recovery"].append(recovery.run(args.large_cohorts, args.cohort_patients, log=log))
+            results["recovery"].append(recovery.run(args.large_cohorts, args.cohort_patients, log=log, executor=on))
         low, high = TARGETS["coverage"]
         frail, poisson = results["recovery"][0], results["recovery"][1]
         summary.append((f"rate-ratio 95% CI coverage 93-97%, `rate_ratio_ci: robust`, default frailty, {frail['cohorts']} cohorts",

@@ -114,6 +114,9 @@ class Endpoint:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    # tables read when the data have them (relapses, to ignore scores near one): loaded for this
+    # endpoint whichever other endpoints run, so its result never depends on the rest of the spec
+    uses: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type] = NoParams
     headline: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""

@@ -44,33 +44,46 @@ from .spec import Spec, load_spec
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """The tables a run reads: those its endpoints (``--only``: those endpoints) require."""
-    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for s in (spec, *spec.variants) for e in s.endpoints
-                if not only or e.id in only]
+    """The tables a run reads: those its endpoints (``--only``: those endpoints) require, and those
+    they use when the data have them."""
+    chosen = [e for s in (spec, *spec.variants) for e in s.endpoints if not only or e.id in only]
+    requires = [plugins.endpoints.items[e.plugin].requires_for(e.params) for e in chosen]
+    uses = [plugins.endpoints.items[e.plugin].uses for e in chosen]
     if any(s.cohort.index_event == "first_administration" for s in (spec, *spec.variants)):
         requires.append(("administrations",))  # the index date is read from it
-    return tables_needed(requires)
+    return tables_needed(requires, uses)
+
+
+def data_source(spec: Spec, plugins: Plugins):
+    """The source that reads the spec's data: ``data.source``, except that a dataset written by
+    ``endpointkit partition`` is read by the parquet source whatever source it was written from."""
+    from .partitioned_dataset import is_partitioned
+
+    if "parquet" in plugins.sources.items and is_partitioned(spec.data_path):
+        return plugins.sources.items["parquet"]
+    return plugins.sources.items[spec.data.source]
 
 
 def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> CohortData:
     required, optional = needed_tables(spec, plugins, only)
-    source = plugins.sources.items[spec.data.source]
-    return load_data(source, spec.data_path, required, optional, spec.data.columns, spec.reading)
+    return load_data(data_source(spec, plugins), spec.data_path, required, optional, spec.data.columns, spec.reading)
 
 
 def reads_partitions(spec: Spec, plugins: Plugins) -> bool:
-    """Whether the spec's source reads one partition of the patients without the others."""
-    return bool(getattr(plugins.sources.items[spec.data.source], "reads_partitions", False))
+    """Whether the spec's source reads one partition of the patients without the others: a
+    ``reads_partitions`` attribute, or a method of the data path (a source that can for some data)."""
+    reads = getattr(data_source(spec, plugins), "reads_partitions", False)
+    return bool(reads(spec.data_path) if callable(reads) else reads)
 
 
 def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> Callable[[int, int], CohortData]:
     """Reads (and validates) partition ``part`` of ``parts`` through the spec's source."""
-    from .partitioning import load_partition
-
     required, optional = needed_tables(spec, plugins, only)
-    source = plugins.sources.items[spec.data.source]
+    source = data_source(spec, plugins)
 
     def read(part: int, parts: int) -> CohortData:
+        from .partitioning import load_partition
+
         return load_partition(source, spec.data_path, required, optional, spec.data.columns, spec.reading, part, parts)
 
     return read
@@ -381,7 +394,8 @@ def job_from_recipe(key: str, recipe: Recipe) -> Job:
     by_name = {v.variant: v for v in (spec, *spec.variants)}
     variants = [by_name[name] for name in recipe.variants]
     plan = plan_run(variants, spec.plugins, recipe.only, recipe.partitions)
-    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=partition_reader(spec, spec.plugins, recipe.only))
+    read = partition_reader(spec, spec.plugins, recipe.only) if reads_partitions(spec, spec.plugins) else None
+    return Job(key=key, recipe=recipe, plan=plan, plugins=spec.plugins, read=read)
 
 
 def run_spec(
@@ -418,7 +432,7 @@ def run_spec(
     job = Job(key=uuid.uuid4().hex, recipe=recipe, plan=plan, plugins=plugins)
     if data is None and parts > 1 and reads_partitions(spec, plugins):
         job.read = partition_reader(spec, plugins, only)
-        described = CohortData(tables={}, source=spec.data.source, path=spec.data_path)
+        described = CohortData(tables={}, source=data_source(spec, plugins).name, path=spec.data_path)
     else:
         if data is None:
             data = load_spec_data(spec, plugins, only)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
+import sys
+import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,13 +83,18 @@ class Task:
 _JOBS: dict[str, Job] = {}
 
 
+_REBUILT: dict[str, Job] = {}  # runs a Dask worker rebuilt from their recipes (the last few)
+
+
 def run_task(key: str, task: Task, recipe: Recipe | None = None, data: CohortData | None = None) -> PartitionOutput:
     """A map task, in whichever process runs it."""
-    job = _JOBS.get(key)
-    if job is None:  # a Dask worker: rebuild the run from its recipe, once per worker process
+    job = _JOBS.get(key) or _REBUILT.get(key)
+    if job is None:  # a Dask worker: rebuild the run from its recipe, once per worker process and run
         from .engine import job_from_recipe
 
-        job = _JOBS[key] = job_from_recipe(key, recipe)
+        while len(_REBUILT) >= 4:  # a long-lived worker keeps only the last few runs
+            _REBUILT.pop(next(iter(_REBUILT)))
+        job = _REBUILT[key] = job_from_recipe(key, recipe)
     if data is None:
         data = job.parts[task.part] if job.parts else job.read(task.part, task.parts)
     return map_partition(data, task.part, job.plan, list(task.cohorts), job.plugins)
@@ -115,22 +123,16 @@ def execute(job: Job, tasks: list[Task], settings: ExecutorSettings, progress: P
     _JOBS[job.key] = job
     try:
         if settings.name == "dask":
-            return list(_ordered(tasks, _dask(job, tasks, settings), progress))
+            return _ordered(tasks, _dask(job, tasks, settings), progress)
         if settings.name == "serial" or workers == 1 or len(tasks) == 1 or "fork" not in multiprocessing.get_all_start_methods():
-            return list(_ordered(tasks, ((i, run_task(job.key, t)) for i, t in enumerate(tasks)), progress))
-        return list(_ordered(tasks, _processes(job, tasks, min(workers, len(tasks))), progress))
+            return _ordered(tasks, ((i, run_task(job.key, t)) for i, t in enumerate(tasks)), progress)
+        return _ordered(tasks, _processes(job, tasks, min(workers, len(tasks))), progress)
     finally:
         _JOBS.pop(job.key, None)
 
 
-def _ordered(tasks: list[Task], done: Iterator[tuple[int, PartitionOutput]], progress: Progress) -> Iterator[PartitionOutput]:
-    outputs: list[PartitionOutput | None] = [None] * len(tasks)
-    for count, (index, output) in enumerate(done, start=1):
-        outputs[index] = output
-        if progress:
-            task = tasks[index]
-            progress(count, len(tasks), f"partition {task.part + 1}/{task.parts}")
-    yield from outputs  # type: ignore[misc]
+def _ordered(tasks: list[Task], done: Iterator[tuple[int, PartitionOutput]], progress: Progress) -> list[PartitionOutput]:
+    return _in_order(len(tasks), done, progress, lambda i: f"partition {tasks[i].part + 1}/{tasks[i].parts}")
 
 
 # --------------------------------------------------------------------------- processes
@@ -214,26 +216,42 @@ def dask_client(settings: ExecutorSettings):
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"--scheduler {settings.scheduler}: cannot reach a Dask scheduler there ({exc})") from None
     workers = settings.workers if settings.workers > 1 else (os.cpu_count() or 1)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
     client = Client(cluster)
     client.close_cluster = True  # ours: closed with the client
     return client
 
 
-def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[tuple[int, PartitionOutput]]:
-    """Tasks on a Dask cluster: each worker reads its own partition (or gets it scattered from here
-    when the source cannot be read by partition); a task whose worker dies is retried by Dask."""
-    from distributed import as_completed
-
+@contextlib.contextmanager
+def dask_session(settings: ExecutorSettings) -> Iterator[Any]:
+    """A Dask client for the run; a LocalCluster it started is closed with it."""
     client = dask_client(settings)
     try:
-        scattered = client.scatter(job.parts) if job.parts else None
+        yield client
+    finally:
+        cluster = client.cluster if getattr(client, "close_cluster", False) else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[tuple[int, PartitionOutput]]:
+    """Tasks on a Dask cluster: each worker reads its own partition, or, when the source cannot be
+    read by partition, gets it inside its task (not scattered: scattered data dies with its worker,
+    and a task that carries its data can be retried on another); a task whose worker dies is
+    retried by Dask."""
+    from distributed import as_completed as dask_completed
+
+    with dask_session(settings) as client:
         futures = {}
-        for i, task in enumerate(tasks):
-            data = scattered[task.part] if scattered is not None else None
-            futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
-                                  key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
-        for future in as_completed(futures):
+        with warnings.catch_warnings():  # partitions held here travel inside their tasks (see the docstring)
+            warnings.filterwarnings("ignore", message=".*Large object.*", category=UserWarning)
+            for i, task in enumerate(tasks):
+                data = job.parts[task.part] if job.parts else None
+                futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
+                                      key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
+        for future in dask_completed(futures):
             if future.status == "error":
                 exc = future.exception()
                 from distributed.scheduler import KilledWorker
@@ -244,12 +262,50 @@ def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[t
                     continue
                 raise exc
             yield futures[future], future.result()
-    finally:
-        cluster = client.cluster if getattr(client, "close_cluster", False) else None
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def recipe_of(spec: Spec, variants: list[Spec], only: tuple[str, ...], partitions: int) -> Recipe:
     return Recipe(origin=spec.origin, variants=tuple(v.variant for v in variants), only=only, partitions=partitions)
+
+
+# --------------------------------------------------------------------------- independent items
+
+
+def map_items(function: Callable[[Any], Any], items: list[Any], settings: ExecutorSettings, progress: Progress = None,
+              *, send_module: bool = False) -> list[Any]:
+    """``[function(item) for item in items]`` on the chosen executor, results in item order: for
+    independent jobs such as the replicate cohorts of a simulation study. ``function`` is a
+    module-level function; ``send_module``: Dask workers cannot import its module (a script), so
+    the module travels by value."""
+    workers = max(1, settings.workers)
+    if settings.name == "dask":
+        import cloudpickle
+        from distributed import as_completed as dask_completed
+
+        if send_module and function.__module__ != "__main__":  # __main__ always travels by value
+            cloudpickle.register_pickle_by_value(sys.modules[function.__module__])
+        with dask_session(settings) as client:
+            futures = {client.submit(function, item, pure=False, retries=2): i for i, item in enumerate(items)}
+            return _in_order(len(items), ((futures[f], f.result()) for f in dask_completed(futures)), progress)
+    if settings.name == "serial" or workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return _in_order(len(items), ((i, function(item)) for i, item in enumerate(items)), progress)
+    pool = _fork_pool(min(workers, len(items)))
+    try:
+        futures = {pool.submit(function, item): i for i, item in enumerate(items)}
+        results = _in_order(len(items), ((futures[f], f.result()) for f in as_completed(futures)), progress)
+    except BaseException:
+        _end_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _in_order(count: int, done: Iterator[tuple[int, Any]], progress: Progress,
+              label: Callable[[int], str] = lambda i: f"item {i + 1}") -> list[Any]:
+    """The results of ``done`` ((index, result) pairs, in any order) in index order, with progress."""
+    results: list[Any] = [None] * count
+    for finished, (index, value) in enumerate(done, start=1):
+        results[index] = value
+        if progress:
+            progress(finished, count, label(index))
+    return results

@@ -105,6 +105,10 @@ class TrueParameters:
     extract_date: str = param("2019-12-31", "Data extract date: last follow-up is at most this (YYYY-MM-DD).", kind="date")
     index_treatment: str = param("IVIG", "Name of the index treatment.", kind="name")
     background_treatment: str = param("azathioprine", "Name of the background treatment started before index.", kind="name")
+    arms: bool = param(False, "Two-arm design: each patient is in arm A or B (patients.group), arm B with the two ratios below.", kind="bool")
+    arm_b_fraction: float = param(0.5, "Probability that a patient is in arm B (two-arm design).", kind="probability")
+    arm_b_rate_ratio: float = param(1.0, "Arm B's relapse rate on the index treatment over arm A's (two-arm design).", kind="positive")
+    arm_b_stop_hazard_ratio: float = param(1.0, "Arm B's hazard of stopping the index treatment over arm A's (two-arm design).", kind="positive")
 
     @property
     def resolved_off_rate(self) -> float:
@@ -208,6 +212,8 @@ def _check_together(p: TrueParameters) -> None:
         fail("admin_weeks_min/admin_weeks_max", "expected 0 < admin_weeks_min <= admin_weeks_max <= 12 (below the 90-day grace)")
     if _day(p.extract_date) - 180 < _day(p.index_first):
         fail("index_first", f"expected at least 180 days before extract_date ({p.extract_date})")
+    if not p.arms and (p.arm_b_rate_ratio != 1.0 or p.arm_b_stop_hazard_ratio != 1.0):
+        fail("arms", "arm_b_rate_ratio and arm_b_stop_hazard_ratio need arms=true")
 
 
 def parse_settings(items: list[str]) -> TrueParameters:
@@ -347,6 +353,8 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
     n = int(n_patients)
     rng = np.random.default_rng(int(seed))
     every = np.arange(n)
+    # two-arm design: arms from a generator of their own, so that everything else is drawn as without arms
+    arm_b = (np.random.default_rng((int(seed), 1)).random(n) < p.arm_b_fraction) if p.arms else np.zeros(n, dtype=bool)
 
     # ---- patients and their time line
     extract, first_index = _day(p.extract_date), _day(p.index_first)
@@ -358,7 +366,10 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
     potential = np.round((p.followup_years_min + rng.exponential(p.followup_years_mean - p.followup_years_min, n)) * YEAR).astype(np.int64)
     last_fu = np.minimum(index + np.maximum(potential, 1), extract)
     if p.stop_rate > 0:
-        stop_after = np.maximum(1, np.ceil(rng.exponential(YEAR / p.stop_rate, n))).astype(np.int64)
+        stop_days = rng.exponential(YEAR / p.stop_rate, n)
+        if p.arms:  # hazard x ratio = time / ratio
+            stop_days = np.where(arm_b, stop_days / p.arm_b_stop_hazard_ratio, stop_days)
+        stop_after = np.maximum(1, np.ceil(stop_days)).astype(np.int64)
     else:
         stop_after = np.full(n, np.iinfo(np.int64).max // 4)
     stopped = index + stop_after < last_fu
@@ -373,6 +384,8 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
     female = rng.random(n) < p.female
     positive = rng.random(n) < p.antibody_positive
     group = rng.choice(np.array(["A", "B", "C", "D"], dtype=object), size=n, p=[0.4, 0.3, 0.2, 0.1])
+    if p.arms:
+        group = np.where(arm_b, "B", "A").astype(object)
     missing_fu = rng.random(n) < p.missing_followup_fraction
 
     width = max(5, len(str(n)))
@@ -383,7 +396,8 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
     parts = []  # (who, day, kind)
     if p.onset_relapse:
         parts.append((every, onset.copy(), 0))
-    for kind, rate, start, length in ((1, p.pre_rate, onset, pre_days), (2, p.post_rate, index, post_days), (3, off_rate, end, off_days)):
+    post_rate = np.where(arm_b, p.post_rate * p.arm_b_rate_ratio, p.post_rate) if p.arms else p.post_rate
+    for kind, rate, start, length in ((1, p.pre_rate, onset, pre_days), (2, post_rate, index, post_days), (3, off_rate, end, off_days)):
         counts = rng.poisson(rate * frailty * length / YEAR)
         who, day = _events(rng, counts, start, length)
         parts.append((who, day, kind))
@@ -576,6 +590,7 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
         "treatment_end": _iso(end), "last_followup": _iso(last_fu), "stopped": stopped,
         "pre_days": pre_days, "post_days": post_days, "off_days": off_days,
         "pre_relapses": counts["pre"], "post_relapses": counts["post"], "off_relapses": counts["off"],
+        "arm": np.where(arm_b, "B", "A").astype(object),
     })
     kinds = np.array(RELAPSE_KINDS, dtype=object)[r_kind]
     # what the cohort's cleaning (pseudo dropped, 30-day merge) leaves, by window
@@ -661,7 +676,7 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
         value = getattr(p, f.name)
         values[f.name] = "inf" if isinstance(value, float) and math.isinf(value) else value
     values["off_rate"] = p.resolved_off_rate
-    return {
+    truth = {
         "generator": f"endpointkit.simulate {__version__}",
         "seed": seed,
         "n_patients": n,
@@ -736,6 +751,39 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
             "blank last_followup_date (replaced by the latest record).",
         ],
     }
+    if p.arms:
+        truth["arms"] = _arms_truth(p, hidden)
+    return truth
+
+
+def _arms_truth(p: TrueParameters, hidden: pd.DataFrame) -> dict:
+    """The two-arm design's truth: the between-arm ratios and what was realised in each arm."""
+    realized = {}
+    for arm, rows in hidden.groupby("arm", sort=True):
+        years = float(rows["post_days"].sum() / YEAR)
+        events = int(rows["post_relapses"].sum())
+        realized[arm] = {
+            "patients": len(rows), "post_person_years": years, "post_relapses": events,
+            "post_crude_rate": events / years if years > 0 else None, "discontinued": int(rows["stopped"].sum()),
+        }
+    return {
+        "true_values": {
+            "arm_b_fraction": p.arm_b_fraction,
+            "relapse_rate_ratio_b_vs_a": p.arm_b_rate_ratio,
+            "stop_hazard_ratio_b_vs_a": p.arm_b_stop_hazard_ratio,
+            "post_rate_a": p.post_rate,
+            "post_rate_b": p.post_rate * p.arm_b_rate_ratio,
+        },
+        "realized": realized,
+        "definitions": [
+            "Arm B (patients.group = B, probability arm_b_fraction, drawn from a generator of its own) has the post "
+            "window relapse rate post_rate x arm_b_rate_ratio x frailty and the stopping hazard stop_rate x "
+            "arm_b_stop_hazard_ratio; everything else as arm A. Arm A is patients.group = A.",
+            "A negative binomial regression of post-window relapses on arm with a log(post person-years) offset is "
+            "correctly specified (gamma frailty: NB2 with alpha = 1/frailty_shape), as is a Cox model of time to "
+            "stopping (index to treatment end, censored at last follow-up) on arm.",
+        ],
+    }
 
 
 # --------------------------------------------------------------------------- writing
@@ -754,6 +802,32 @@ def write_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, ou
     return write_files(out_dir, files)
 
 
+def write_partitioned_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, out_dir: str | Path,
+                               partitions: int) -> str:
+    """The registry as the partitioned Parquet dataset ``endpointkit partition`` would write from its
+    CSV files (the same line numbers and checksums), with truth.json beside the manifest.
+
+    The CSV files are written to a scratch folder and partitioned from there: the simulator draws
+    every patient from one random stream (the seed's registry is one draw), so generating chunks of
+    patients with seeds of their own would change the registry a seed stands for."""
+    import shutil
+    import tempfile
+
+    from .partitioned_dataset import write_partitioned
+    from .plugins.sources import CsvFolder
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.csv-"))
+    try:
+        write_registry(tables, None, scratch)
+        extra = {"truth.json": json.dumps(truth, indent=2, allow_nan=False) + "\n"} if truth is not None else {}
+        write_partitioned(CsvFolder(), scratch, {}, None, out_dir, partitions, extra_files=extra)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return f"{partitions} partition(s) and truth.json to {out_dir}"
+
+
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -768,16 +842,31 @@ def simulate_command(args) -> int:
     params = parse_settings(list(args.set))
     from .output import check_writable
 
+    fmt = getattr(args, "format", "csv") or "csv"
+    given = getattr(args, "partitions", None)
+    if given is not None and fmt != "parquet":
+        raise UsageError("--partitions: a partitioned dataset is written with --format parquet")
+    partitions = 1 if given is None else given
     check_writable(Path(args.output))
+    if fmt == "parquet":
+        from .partitioned_dataset import MAX_PARTITIONS, check_new_folder
+
+        check_new_folder(Path(args.output))
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise UsageError(f"--partitions: expected a number of partitions from 1 to {MAX_PARTITIONS}, got {partitions}")
     sim = simulate_registry(args.patients, args.seed, params)
-    write_registry(sim.tables, sim.truth, args.output)
+    if fmt == "parquet":
+        wrote = write_partitioned_registry(sim.tables, sim.truth, args.output, partitions)
+    else:
+        write_registry(sim.tables, sim.truth, args.output)
+        wrote = f"{args.output}/truth.json"
     rows = sim.truth["realized"]["rows"]
     rates = sim.truth["realized"]["crude_rates"]
     print(
         f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}) in {time.perf_counter() - started:.1f} s: "
         f"{rows['relapses']:,} relapse rows, {rows['administrations']:,} administrations, {rows['edss']:,} EDSS, "
         f"{rows['titers']:,} titers, {rows['adverse_events']:,} adverse events; true ARR {params.pre_rate:g} -> "
-        f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {args.output}/truth.json",
+        f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {wrote}",
         file=sys.stderr,
     )
     return 0

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from .endpoint import Row
 
@@ -20,6 +19,14 @@ __all__ = [
     "km_median_row", "median_row", "paired_test_row", "poisson_rate_row", "proportion_row", "quartiles",
     "resolve_wilcoxon_method", "signed_rank_row",
 ]
+
+def scipy_stats():
+    """``scipy.stats``, imported on first use: the import takes most of a second, which ``validate``,
+    ``plugins`` and every run's start need not pay."""
+    from scipy import stats
+
+    return stats
+
 
 QUANTILE_METHODS = (
     "linear",
@@ -100,7 +107,7 @@ def proportion_row(measure: str, count: int, n: int, *, label: str | None = None
 def exact_proportion_ci(count: int, n: int) -> tuple[float, float]:
     """(low, high) Clopper-Pearson 95% CI of count/n, as proportions in 0-1; cached because variants
     repeat the same (count, n) many times."""
-    ci = stats.binomtest(count, n).proportion_ci(confidence_level=0.95, method="exact")
+    ci = scipy_stats().binomtest(count, n).proportion_ci(confidence_level=0.95, method="exact")
     return float(ci.low), float(ci.high)
 
 
@@ -114,8 +121,8 @@ def poisson_rate_row(measure: str, events: int, person_years: float, n: int, *, 
     patient-years"), with the exact Poisson 95% CI (chi-square limits; lower limit 0 without events)."""
     if person_years <= 0:
         return Row(measure=measure, stat="rate", n=n, count=events, estimate=None, interval="95% CI", label=label, unit=unit)
-    low = stats.chi2.ppf(0.025, 2 * events) / (2 * person_years) if events > 0 else 0.0
-    high = stats.chi2.ppf(0.975, 2 * events + 2) / (2 * person_years)
+    low = scipy_stats().chi2.ppf(0.025, 2 * events) / (2 * person_years) if events > 0 else 0.0
+    high = scipy_stats().chi2.ppf(0.975, 2 * events + 2) / (2 * person_years)
     return Row(
         measure=measure, stat="rate", n=int(n), count=int(events), estimate=per * events / person_years,
         low=per * float(low), high=per * float(high), interval="95% CI", label=label, unit=unit,
@@ -153,12 +160,12 @@ def _signed_rank_permutation_p(diff: np.ndarray, zero_method: str) -> float:
     d = diff[keep]
     if np.count_nonzero(d) < 2:  # one sign flip or none: both tails hold everything (scipy gives 1)
         return 1.0
-    ranks = stats.rankdata(np.abs(d))
+    ranks = scipy_stats().rankdata(np.abs(d))
 
     def positive_rank_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.sum(np.where(x > 0, ranks, 0.0), axis=axis)
 
-    result = stats.permutation_test(
+    result = scipy_stats().permutation_test(
         (d,), positive_rank_sum, permutation_type="samples", vectorized=True, n_resamples=9999,
         alternative="two-sided", rng=np.random.default_rng(20200101),
     )
@@ -195,10 +202,10 @@ def signed_rank_row(measure: str, diff, settings: PairedTestSettings, *, label: 
         )
     ran = resolve_wilcoxon_method(diff, settings)
     if ran == "permutation":
-        statistic = stats.wilcoxon(diff, zero_method=settings.zero_method, correction=settings.correction, method="asymptotic").statistic
-        result = stats._morestats.WilcoxonResult(statistic=statistic, pvalue=_signed_rank_permutation_p(diff, settings.zero_method))
+        statistic = scipy_stats().wilcoxon(diff, zero_method=settings.zero_method, correction=settings.correction, method="asymptotic").statistic
+        result = scipy_stats()._morestats.WilcoxonResult(statistic=statistic, pvalue=_signed_rank_permutation_p(diff, settings.zero_method))
     else:
-        result = stats.wilcoxon(diff, zero_method=settings.zero_method, correction=settings.correction, method=ran)
+        result = scipy_stats().wilcoxon(diff, zero_method=settings.zero_method, correction=settings.correction, method=ran)
     test = (
         f"Wilcoxon signed-rank (scipy.stats.wilcoxon: zero_method={settings.zero_method}, "
         f"correction={str(settings.correction).lower()}, method={settings.method} -> {ran}); "
@@ -237,8 +244,8 @@ class KaplanMeier:
         if t.size == 0:
             empty = np.array([])
             return cls(t, e, empty, empty, empty, empty)
-        data = stats.CensoredData(uncensored=t[e], right=t[~e])
-        result = stats.ecdf(data).sf
+        data = scipy_stats().CensoredData(uncensored=t[e], right=t[~e])
+        result = scipy_stats().ecdf(data).sf
         ci = result.confidence_interval(confidence_level=0.95, method="log-log")
         points = result.quantiles
         with np.errstate(all="ignore"):

@@ -64,6 +64,7 @@ EVENT_TYPES = {  # which event types each ``event`` setting can report (PIRA/RAW
 }
 TYPE_WORDS = {"cdw": "confirmed worsening (CDW)", "cdi": "confirmed improvement (CDI)",
               "pira": "PIRA", "raw": "RAW"}
+RELAPSES_LOADED = "_relapses_loaded"  # a column of the derived frame only (for the notes)
 PER_PATIENT = [
     "patient_id", "event_number", "event_type", "cdw_type", "date", "baseline_date", "baseline_value", "value",
     "confirmation_date", "confirmation_value", "pira_confirmation_date", "first_visit_date", "last_visit_date",
@@ -315,8 +316,10 @@ class DisabilityEvents(Endpoint):
     description = ("Confirmed disability worsening/improvement, PIRA and RAW, roving baselines, KM time to first event (as pymsprog); "
                    "on EDSS or, with `scale`, on the measurements table's T25FW, 9HPT or SDMT.")
     requires = ("edss",)
+    uses = ("relapses",)  # scores near a relapse are ignored when the data have relapses
     Params = DisabilityParams
     headline = ("cdw",)
+    summary_params = ("landmarks_months",)  # read by summarise only
 
     @classmethod
     def requires_for(cls, params: DisabilityParams) -> tuple[str, ...]:
@@ -329,13 +332,18 @@ class DisabilityEvents(Endpoint):
         landmarks = unique_landmarks(params.landmarks_months)
         return (*kinds, f"time_to_{kinds[0]}_at_{landmark_label(landmarks[0])}m") if landmarks else kinds
 
-    def compute(self, cohort, params: DisabilityParams, ctx) -> EndpointResult:
-        frame = derive_events(cohort, params)
+    def derive(self, cohort, params: DisabilityParams, ctx) -> pd.DataFrame:
+        """Each patient's event rows (:func:`derive_events`), with whether relapses were loaded (for the notes)."""
+        return derive_events(cohort, params).assign(**{RELAPSES_LOADED: "relapses" in cohort.tables})
+
+    def summarise(self, per_patient: pd.DataFrame, params: DisabilityParams, ctx) -> EndpointResult:
+        relapses_loaded = bool(per_patient[RELAPSES_LOADED].all())
+        frame = per_patient.drop(columns=RELAPSES_LOADED)
         rows = summarise_events(frame, params)
         first = frame.drop_duplicates("patient_id")
         excluded = {r: first.loc[first["exclusion_reason"] == r, "patient_id"].tolist()
                     for r in first["exclusion_reason"].dropna().unique()}
-        return EndpointResult(rows=rows, per_patient=frame, notes=_notes(params, "relapses" in cohort.tables), excluded=excluded)
+        return EndpointResult(rows=rows, per_patient=frame, notes=_notes(params, relapses_loaded), excluded=excluded)
 
 
 def _visits_words(params: DisabilityParams) -> str:
@@ -452,16 +460,22 @@ class DisabilityMilestone(Endpoint):
     title = "Time to a confirmed EDSS milestone"
     description = "Time to the first confirmed EDSS score at or above a milestone (e.g. 6.0), Kaplan-Meier (as pymsprog's value_milestone)."
     requires = ("edss",)
+    uses = ("relapses",)  # scores near a relapse are ignored when the data have relapses
     Params = MilestoneParams
     headline = ("milestone",)
+    summary_params = ("landmarks_months",)  # read by summarise only
 
     @classmethod
     def headline_for(cls, params: MilestoneParams) -> tuple[str, ...]:
         landmarks = unique_landmarks(params.landmarks_months)
         return ("milestone", f"time_to_milestone_at_{landmark_label(landmarks[0])}m") if landmarks else ("milestone",)
 
-    def compute(self, cohort, params: MilestoneParams, ctx) -> EndpointResult:
-        frame = derive_milestone(cohort, params)
+    def derive(self, cohort, params: MilestoneParams, ctx) -> pd.DataFrame:
+        """One row per cohort patient (:func:`derive_milestone`)."""
+        return derive_milestone(cohort, params)
+
+    def summarise(self, per_patient: pd.DataFrame, params: MilestoneParams, ctx) -> EndpointResult:
+        frame = per_patient
         used = frame[frame["included"]]
         words = f"EDSS >= {params.milestone:g}"
         rows = [proportion_row("milestone", int(used["reached"].sum()), len(used), label=f"Confirmed {words}, n (%)")]

@@ -17,6 +17,10 @@ contract is silent (each also stated in the result's ``notes``):
 Everything is vectorised over patients: scores are sorted by (patient, date) and handled as numpy
 arrays; the roving reference is a loop over rounds, each round finding the next confirmed event of
 every patient at once.
+
+``derive`` computes one row per cohort patient from that patient's scores (and relapses) only, so it
+runs on any partition of the patients; ``summarise`` computes the rows, the notes' counts and the
+exclusions from those rows.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ ThresholdRule = Literal["ms_standard", "nmosd_trials", "fixed_1.0", "any_increas
 AFTER_INDEX_DAYS = 30  # a baseline may lie up to 30 days after index
 _SHIFT = np.int64(2**31)  # day numbers shifted to be non-negative inside a (patient, day) key
 _BLOCK = np.int64(2**32)  # key = patient code * _BLOCK + shifted day
+NO_FINAL = "no EDSS score after the baseline score up to follow-up end"
+RELAPSES_LOADED = "_relapses_loaded"  # a column of the derived frame only (summarise drops it)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,16 @@ class EdssParams:
     confirmation_months: float = param(0, "0 = compare the final with the baseline score; > 0 = a worsening (improvement) must still hold at every score up to the first one at least this many months later.")
     reference: Literal["fixed", "roving"] = param("fixed", "With confirmation: measure every score against the baseline (fixed), or move the reference to the confirming score after each confirmed event (roving).")
     exclude_within_relapse_days: int = param(0, "Scores dated in [relapse onset, onset + this many days] are not used (0 = use all).")
+
+
+def _no_baseline(params: EdssParams) -> str:
+    return (f"no EDSS score in the baseline window [index - {params.baseline_window_days} days, "
+            f"index + {AFTER_INDEX_DAYS} days]")
+
+
+def confirmation_days(params: EdssParams) -> int:
+    """The confirmation period in whole days (0 = no confirmation)."""
+    return int(round(params.confirmation_months * MONTH_DAYS))
 
 
 def _rule_text(rule: str) -> str:
@@ -252,11 +268,13 @@ class EdssProgression(Endpoint):
     title = "Disability (EDSS)"
     description = "EDSS at baseline and last follow-up, paired Wilcoxon test, progressed / improved / stable."
     requires = ("edss",)
+    uses = ("relapses",)  # scores near a relapse are ignored when the data have relapses
     Params = EdssParams
     headline = ("no_progression", "improved", "paired_test")
     partitions = (("n", ("progressed", "stable", "improved")), ("no_progression", ("stable", "improved")))
 
-    def compute(self, cohort, params: EdssParams, ctx) -> EndpointResult:
+    def derive(self, cohort, params: EdssParams, ctx) -> pd.DataFrame:
+        """One row per cohort patient: baseline and final scores, events and flags (none excluded)."""
         patients = cohort.patients
         n = len(patients)
         index_day = _days(patients["index_date"])
@@ -283,7 +301,7 @@ class EdssProgression(Endpoint):
 
         thr = threshold(params.threshold_rule, np.nan_to_num(base_score))
         change = final_score - base_score
-        c_days = int(round(params.confirmation_months * MONTH_DAYS))
+        c_days = confirmation_days(params)
         events = None
         if c_days <= 0:
             progressed = included & (change >= thr)
@@ -299,10 +317,8 @@ class EdssProgression(Endpoint):
         stable = included & ~progressed & ~improved
 
         reason = np.full(n, None, dtype=object)
-        no_base = f"no EDSS score in the baseline window [index - {params.baseline_window_days} days, index + {AFTER_INDEX_DAYS} days]"
-        no_final = "no EDSS score after the baseline score up to follow-up end"
-        reason[~has_base] = no_base
-        reason[has_base & ~has_final] = no_final
+        reason[~has_base] = _no_baseline(params)
+        reason[has_base & ~has_final] = NO_FINAL
 
         def flag(values: np.ndarray) -> pd.Series:
             return pd.Series(values, dtype="boolean").where(included, pd.NA)
@@ -345,6 +361,17 @@ class EdssProgression(Endpoint):
         frame["included"] = included
         frame["exclusion_reason"] = reason
 
+        frame[RELAPSES_LOADED] = s.relapses_loaded  # for the notes; dropped by summarise
+        return frame
+
+    def summarise(self, per_patient: pd.DataFrame, params: EdssParams, ctx) -> EndpointResult:
+        relapses_loaded = bool(per_patient[RELAPSES_LOADED].all())
+        frame = per_patient.drop(columns=RELAPSES_LOADED)
+        included = frame["included"].to_numpy(dtype=bool)
+        progressed = frame["progressed"].fillna(False).to_numpy(dtype=bool)
+        improved = frame["improved"].fillna(False).to_numpy(dtype=bool)
+        stable = frame["stable"].fillna(False).to_numpy(dtype=bool)
+        reason = frame["exclusion_reason"]
         used = frame[included]
         k = len(used)
         method = ctx.quantile_method
@@ -357,11 +384,15 @@ class EdssProgression(Endpoint):
             proportion_row("improved", int(improved.sum()), k, label="Improved, n (%)"),
             proportion_row("stable", int(stable.sum()), k, label="Stable, n (%)"),
         ]
-        excluded = {r: frame.loc[reason == r, "patient_id"].tolist() for r in (no_base, no_final) if (reason == r).any()}
-        return EndpointResult(rows=rows, per_patient=frame, notes=self._notes(params, s, c_days), excluded=excluded)
+        excluded = {r: frame.loc[reason == r, "patient_id"].tolist() for r in (_no_baseline(params), NO_FINAL)
+                    if (reason == r).any()}
+        notes = self._notes(params, int(frame["scores_ignored_near_relapse"].sum()), relapses_loaded,
+                            int(frame["same_day_scores_dropped"].sum()))
+        return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
 
     @staticmethod
-    def _notes(params: EdssParams, s: Scores, c_days: int) -> list[str]:
+    def _notes(params: EdssParams, ignored: int, relapses_loaded: bool, dropped: int) -> list[str]:
+        c_days = confirmation_days(params)
         if params.baseline == "last_before_index":
             baseline = (f"the latest score in [index - {params.baseline_window_days} days, index], else the "
                         f"earliest in (index, index + {AFTER_INDEX_DAYS} days]")
@@ -390,13 +421,13 @@ class EdssProgression(Endpoint):
             )
         if params.exclude_within_relapse_days > 0:
             text = (f"Scores dated 0-{params.exclude_within_relapse_days} days after a relapse onset are not used "
-                    f"({int(s.ignored_near_relapse.sum())} ignored).")
-            if not s.relapses_loaded:
+                    f"({ignored} ignored).")
+            if not relapses_loaded:
                 text += " No relapses table was loaded, so none was ignored."
             notes.append(text)
-        if s.same_day_dropped.any():
+        if dropped:
             notes.append(f"Several scores on one day: the one on the later CSV line is used "
-                         f"({int(s.same_day_dropped.sum())} dropped).")
+                         f"({dropped} dropped).")
         return notes
 
 

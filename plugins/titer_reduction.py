@@ -22,6 +22,10 @@ Choices where the contract is silent (also stated in the notes):
 * geometric means (``lod_*`` only): 2**mean(log2 value), 95% CI from the t distribution on the log2
   scale (``scipy.stats.t``), back-transformed; they use the same patients as the medians;
 * ``pre_timepoint`` has the single value ``last`` (the contract names no alternative).
+
+``derive`` picks each cohort patient's titers and their values (one row per patient, from that
+patient's titers only); ``summarise`` adds the summary populations (``population``) and computes the
+rows, so variants that differ only in ``population`` or ``median_scale`` share one derivation.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from endpointkit.errors import SpecError
 from endpointkit.stats import median_row, proportion_row, signed_rank_row
 
 DASH = "\u2013"
+POSITIVE_BEFORE = "_positive_before"  # a column of the derived frame only
 
 
 @dataclass(frozen=True)
@@ -208,24 +213,33 @@ class TiterReduction(Endpoint):
     Params = TiterParams
     headline = ("pre", "post", "paired_test", "became_negative")
 
-    def compute(self, cohort, params: TiterParams, ctx) -> EndpointResult:
-        frame, duplicates = cohort.memo(ctx, ("titer_reduction", repr(params)), lambda: pick_titers(cohort, params))
-        frame = frame.copy(deep=False)  # columns are added below; the memoised frame is shared by variants
+    summary_params = ("population", "median_scale")
+
+    def derive(self, cohort, params: TiterParams, ctx) -> pd.DataFrame:
+        """One row per cohort patient: the picked pre and post titers and their analysis values."""
+        frame, _ = pick_titers(cohort, params)
         frame["pre_value"], pre_test_value = analysis_values(frame["pre_reciprocal"], frame["pre_negative"], params)
         frame["post_value"], post_test_value = analysis_values(frame["post_reciprocal"], frame["post_negative"], params)
         frame["pre_log2"], frame["post_log2"] = np.log2(pre_test_value), np.log2(post_test_value)
         frame["log2_fold_change"] = log2_fold_change(pre_test_value, post_test_value)
+        frame["pair"] = frame["pre_reciprocal"].notna() & frame["post_reciprocal"].notna()
+        pre_negative = frame["pre_negative"].astype("boolean")
+        post_negative = frame["post_negative"].astype("boolean")
+        positive_before = frame["pair"] & ~pre_negative.fillna(True).astype(bool)
+        frame["became_negative"] = (post_negative & ~pre_negative).where(positive_before).astype("boolean")
+        frame[POSITIVE_BEFORE] = positive_before  # the became_negative denominator; not in the output
+        return frame
+
+    def summarise(self, per_patient: pd.DataFrame, params: TiterParams, ctx) -> EndpointResult:
+        frame = per_patient.copy(deep=False)  # columns are added below
         has_pre, has_post = frame["pre_reciprocal"].notna(), frame["post_reciprocal"].notna()
-        pair = has_pre & has_post
-        frame["pair"] = pair
+        pair = frame["pair"]
         if params.population == "all_available":
             frame["in_pre_summary"], frame["in_post_summary"] = has_pre, has_post
         else:
             frame["in_pre_summary"], frame["in_post_summary"] = pair, pair
-        pre_negative = frame["pre_negative"].astype("boolean")
-        post_negative = frame["post_negative"].astype("boolean")
-        positive_before = pair & ~pre_negative.fillna(True).astype(bool)
-        frame["became_negative"] = (post_negative & ~pre_negative).where(positive_before).astype("boolean")
+        positive_before = frame[POSITIVE_BEFORE]
+        duplicates = int(frame["same_day_duplicates_ignored"].sum())
 
         pre_values = frame.loc[frame["in_pre_summary"], "pre_value"]
         post_values = frame.loc[frame["in_post_summary"], "post_value"]

@@ -32,7 +32,7 @@ def test_console_script_is_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["endpointkit"] == "endpointkit.cli:main"
     assert project["requires-python"] == ">=3.11"
-    for dependency in ("pluggy", "pandas", "scipy", "pyyaml", "tabulate"):
+    for dependency in ("pluggy", "pandas", "scipy", "statsmodels", "pyyaml", "tabulate"):
         assert any(d.startswith(dependency + ">=") for d in project["dependencies"]), dependency
 
 

@@ -265,6 +265,46 @@ def test_set_overrides_true_parameters_and_truth(tmp_path):
     assert truth["realized"]["relapses"]["onset"] == 0
 
 
+# --------------------------------------------------------------------------- two-arm design
+
+
+def test_arms_without_effects_change_only_the_group_column():
+    plain = simulate(400, seed=4)
+    arms = simulate_registry(400, seed=4, params={"arms": True})
+    for name in SIMULATED:
+        frame = arms.tables[name]
+        if name == "patients":
+            assert set(frame["group"]) == {"A", "B"}
+            frame = frame.assign(group=plain["patients"]["group"])
+        pd.testing.assert_frame_equal(frame, plain[name])
+    assert (arms.patients["arm"].to_numpy() == arms.tables["patients"]["group"].to_numpy()).all()
+
+
+def test_arm_b_ratios_are_recovered_from_the_tables():
+    settings = {"arms": True, "arm_b_rate_ratio": 0.5, "arm_b_stop_hazard_ratio": 2.0, "frailty_shape": "inf"}
+    sim = simulate_registry(N * 2, seed=12, params=settings)
+    patients = sim.tables["patients"]
+    ivig = sim.tables["treatments"].query("treatment == 'IVIG'").set_index("patient_id")
+    frame = pd.DataFrame({"patient_id": patients["patient_id"], "arm": patients["group"],
+                          "last_followup": pd.to_datetime(patients["last_followup_date"])})
+    frame["onset"] = pd.to_datetime(patients["onset_date"])
+    frame["index"] = pd.to_datetime(frame["patient_id"].map(ivig["start_date"]))
+    frame["stopped"] = frame["patient_id"].map(ivig["end_date"]).notna().to_numpy()
+    frame["end"] = pd.to_datetime(frame["patient_id"].map(ivig["end_date"])).fillna(frame["last_followup"])
+    frame = frame.dropna(subset=["last_followup"]).reset_index(drop=True)
+    _, post = true_relapse_counts(sim, frame)
+    years = (frame["end"] - frame["index"]).dt.days.to_numpy() / 365.25
+    b = (frame["arm"] == "B").to_numpy()
+    rate = {arm: post[mask].sum() / years[mask].sum() for arm, mask in (("A", ~b), ("B", b))}
+    stops = {arm: frame["stopped"][mask].sum() / years[mask].sum() for arm, mask in (("A", ~b), ("B", b))}
+    assert rate["B"] / rate["A"] == pytest.approx(0.5, rel=0.12)
+    assert stops["B"] / stops["A"] == pytest.approx(2.0, rel=0.15)  # exponential hazards: events / time
+    arms = sim.truth["arms"]
+    assert arms["true_values"]["relapse_rate_ratio_b_vs_a"] == 0.5 and arms["true_values"]["stop_hazard_ratio_b_vs_a"] == 2.0
+    assert arms["realized"]["B"]["patients"] == int((patients["group"] == "B").sum())
+    assert "arms" not in simulate_registry(10, seed=1).truth
+
+
 @pytest.mark.parametrize(
     ("items", "message"),
     [
@@ -278,6 +318,8 @@ def test_set_overrides_true_parameters_and_truth(tmp_path):
         (["post_rate"], "--set post_rate: expected NAME=VALUE"),
         (["stop_relapse=0.9"], "the stop-reason probabilities add up to more than 1"),
         (["admin_weeks_max=20"], "admin_weeks_max <= 12"),
+        (["arm_b_rate_ratio=0.5"], "--set arms: arm_b_rate_ratio and arm_b_stop_hazard_ratio need arms=true"),
+        (["arms=true", "arm_b_stop_hazard_ratio=0"], "--set arm_b_stop_hazard_ratio=0: expected a number > 0"),
     ],
 )
 def test_bad_settings_are_usage_errors_naming_the_option(items, message):
