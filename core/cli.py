@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-o", "--output", type=Path, required=True, help="folder for the CSV files and truth.json")
     simulate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                           help="a true parameter of the simulation (repeatable), e.g. post_rate=0.3; listed below")
+    simulate.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                          help="csv (default): one CSV file per table; parquet: a partitioned dataset as endpointkit partition writes it")
+    simulate.add_argument("--partitions", type=int, metavar="N", help="with --format parquet: the number of partitions (default 1)")
+    partition = commands.add_parser(
+        "partition", help="write the spec's data as a hash-partitioned Parquet dataset",
+        description="Read every table of the spec's data through its source and write it as a Parquet dataset, one file "
+                    "per table and partition of the patients, with a manifest (endpointkit-partitions.json). A run "
+                    "with --data DIR --partitions N then reads one partition per task (see docs/partitioned-data.md).")
+    partition.add_argument("spec", type=Path)
+    partition.add_argument("--data", type=Path, help="data folder replacing the spec's data.path")
+    partition.add_argument("-o", "--output", type=Path, required=True, help="new (or empty) folder for the dataset")
+    partition.add_argument("--partitions", type=int, required=True, metavar="N", help="number of partitions (1 to 4096)")
     return parser
 
 
@@ -325,6 +337,12 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_partition(args) -> int:
+    from .partitioned_dataset import partition_command
+
+    return partition_command(args)
+
+
 def cmd_simulate(args) -> int:
     from .simulate import simulate_command
 
@@ -348,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema, "simulate": cmd_simulate}
+    handlers = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "schema": cmd_schema, "simulate": cmd_simulate,
+                "partition": cmd_partition}
     with contextlib.suppress(AttributeError, ValueError, OSError):  # never fail to print a name
         sys.stdout.reconfigure(errors="backslashreplace")
     try:

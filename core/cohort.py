@@ -101,6 +101,10 @@ class Cohort:
     quality: pd.DataFrame
     settings: CohortSettings
     refusals: list[Refusal] = field(default_factory=list)  # partial builds only (build_cohort(partial=True))
+    # every patient of the data (with the derived columns) and the attrition step at which each
+    # left the cohort (len(attrition) = analysed): the attrition flow of any subgroup
+    everyone: pd.DataFrame | None = None
+    exits: np.ndarray | None = None
 
     def table(self, name: str) -> pd.DataFrame:
         """A canonical table restricted to the analysed patients (relapses already cleaned)."""
@@ -128,6 +132,22 @@ class Cohort:
         ids = pd.Index(patients["patient_id"])
         tables = {name: frame[ids.get_indexer(frame["patient_id"]) >= 0] for name, frame in self.tables.items()}
         return dataclasses.replace(self, patients=patients, tables=tables)
+
+    def split(self, labels: np.ndarray, levels: list[str]) -> dict[str, Cohort]:
+        """``subset`` for each group of patients at once (``labels``: each patient's group): each
+        table's records are matched to their patients once, not once per group."""
+        labels = np.asarray(labels, dtype=object)
+        rows = {name: self.patient_rows(frame) for name, frame in self.tables.items()}
+        out = {}
+        for level in levels:
+            keep = labels == level
+            tables = {}
+            for name, frame in self.tables.items():
+                codes = rows[name]
+                wanted = (codes >= 0) & keep[np.clip(codes, 0, None)] if len(keep) else np.zeros(len(codes), dtype=bool)
+                tables[name] = frame[wanted]
+            out[level] = dataclasses.replace(self, patients=self.patients[keep].reset_index(drop=True), tables=tables)
+        return out
 
     def patient_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Each record's row in ``patients`` (-1: not an analysed patient): integer keys for
@@ -414,9 +434,13 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, 
     patients["treatment_months"] = _days(patients["treatment_end"], patients["index_date"]) / MONTH_DAYS
     patients["followup_months"] = _days(patients["followup_end"], patients["index_date"]) / MONTH_DAYS
 
+    everyone = patients
+    exits = np.full(n_all, -1, dtype=np.int64)
+
     def exclude(mask: pd.Series, step: str) -> None:
         nonlocal patients
         quality.add("patients", patients[mask], f"did not meet criterion '{step}'", "excluded")
+        exits[patients.index.to_numpy()[mask.to_numpy(dtype=bool)]] = len(steps)
         patients = patients[~mask]
         steps.append((step, len(patients)))
 
@@ -457,5 +481,6 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, 
 
     attrition = pd.DataFrame(steps, columns=["step", "remaining"])
     attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)
+    exits[exits < 0] = len(steps)
     return Cohort(patients=patients, tables=tables, attrition=attrition, quality=quality.frame(), settings=settings,
-                  refusals=refusals)
+                  refusals=refusals, everyone=everyone, exits=exits)

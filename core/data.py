@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,8 @@ LINE = "_line"  # CSV line of each record, kept for traceability
 # Where a typed source's records come from (frame.attrs): "sheet 'Patienten'", "database table ...";
 # its records are numbered by row (the sheet's own row numbers) instead of CSV line.
 ORIGIN = "endpointkit.origin"
+UNIT = "endpointkit.unit"  # "row" (the default with an origin) or "line" (a CSV file's line numbers)
+NUMERIC = "endpointkit.numeric"  # extra column -> is a number, decided on the whole table (a partition's frame)
 # Each record's patient as a row number of the patients table as loaded: the cohort uses it instead
 # of looking every patient_id up again (absent when a table was prepared on its own).
 PATIENT_ROW = "_patient_row"
@@ -276,14 +278,35 @@ PARSERS = {
 }
 
 
-def _maybe_numeric(series: pd.Series, options: ReadOptions = CANONICAL) -> pd.Series:
-    """Extra columns become numbers when every non-blank value is one (usable in criteria)."""
+def _maybe_numeric(series: pd.Series, options: ReadOptions = CANONICAL, numeric: bool | None = None) -> pd.Series:
+    """Extra columns become numbers when every non-blank value is one (usable in criteria);
+    ``numeric`` is that decision made on the whole table when only part of it is read."""
     if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
         return series
+    if numeric is False:
+        return series
     number = per_distinct(series, lambda v: _numbers(v, options)).astype(float)
-    if series.notna().any() and number[series.notna()].notna().all():
+    if numeric or (series.notna().any() and number[series.notna()].notna().all()):
         return number
     return series
+
+
+def numeric_columns(values: dict[str, pd.Series], options: ReadOptions = CANONICAL,
+                    recodes: dict[str, dict[str, str]] | None = None) -> dict[str, bool]:
+    """Which extra columns are numbers, decided on each column's distinct raw values over the whole
+    table: a table read one partition at a time must type a column as the whole table would."""
+    decided = {}
+    for column, distinct in values.items():
+        frame = pd.DataFrame({column: distinct.reset_index(drop=True)})
+        if options.missing or recodes:
+            _recode(frame, options, recodes or {})
+        series = frame[column]
+        if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
+            decided[column] = False
+            continue
+        number = per_distinct(series, lambda v: _numbers(v, options))
+        decided[column] = bool(series.notna().any() and number[series.notna()].notna().all())
+    return decided
 
 
 def _recode(frame: pd.DataFrame, options: ReadOptions, values: dict[str, dict[str, str]]) -> None:
@@ -311,9 +334,10 @@ def _recode(frame: pd.DataFrame, options: ReadOptions, values: dict[str, dict[st
 
 def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None = None,
                   known_ids: pd.Index | None = None, options: ReadOptions = CANONICAL,
-                  values: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
+                  values: dict[str, dict[str, str]] | None = None, numeric: dict[str, bool] | None = None) -> pd.DataFrame:
     """Map, recode, type and validate one raw table (text, or values a typed source gave); with
-    ``known_ids`` (the patients table's ids) every patient_id must be one of them."""
+    ``known_ids`` (the patients table's ids) every patient_id must be one of them; ``numeric``:
+    the extra columns' typing decided on the whole table (:func:`numeric_columns`)."""
     schema = TABLES[name]
     frame = frame.copy()
     if mapping:
@@ -364,7 +388,7 @@ def prepare_table(name: str, frame: pd.DataFrame, mapping: dict[str, str] | None
             frame[column] = _parse(name, frame, distinct[column], transform, expected, options).astype(dtype)
     for column in frame.columns:
         if column not in schema.all_columns and column != LINE:
-            frame[column] = _maybe_numeric(frame[column], options)
+            frame[column] = _maybe_numeric(frame[column], options, (numeric or {}).get(str(column)))
         if isinstance(frame[column].dtype, pd.CategoricalDtype):  # the rest of the text: plain strings
             frame[column] = _plain_text(frame[column])
     _check_values(name, frame)
@@ -450,7 +474,9 @@ def _check_values(name: str, frame: pd.DataFrame) -> None:
 def prepare_tables(frames: Iterable[tuple[str, pd.DataFrame]],
                    columns: dict[str, dict[str, str]] | None = None, reading: DataReading | None = None) -> dict[str, pd.DataFrame]:
     """``prepare_table`` for each (name, raw frame), patients first: every later table's patient_id
-    must be one of its ids, and each record gets its patient's row (``PATIENT_ROW``)."""
+    must be one of its ids, and each record gets its patient's row (``PATIENT_ROW``). A frame may
+    carry in its attrs its origin (``ORIGIN``, named in errors), how its records are numbered
+    (``UNIT``: row or line) and the whole table's typing of its extra columns (``NUMERIC``)."""
     tables: dict[str, pd.DataFrame] = {}
     known: pd.Index | None = None
     for name, frame in frames:
@@ -459,11 +485,11 @@ def prepare_tables(frames: Iterable[tuple[str, pd.DataFrame]],
         options, values = (reading or DataReading()).typing(name)
         origin = frame.attrs.get(ORIGIN)
         try:
-            tables[name] = prepare_table(name, frame, (columns or {}).get(name), known, options, values)
+            tables[name] = prepare_table(name, frame, (columns or {}).get(name), known, options, values, frame.attrs.get(NUMERIC))
         except DataError as exc:
             if not origin:
                 raise
-            raise DataError(f"{name} ({origin})", exc.message, exc.line, exc.column, unit="row") from None
+            raise DataError(f"{name} ({origin})", exc.message, exc.line, exc.column, unit=frame.attrs.get(UNIT, "row")) from None
         if name == "patients":
             known = pd.Index(tables[name]["patient_id"].to_numpy(dtype=object))  # unique: checked
     return tables
@@ -502,13 +528,14 @@ def _reader(source, reading: DataReading):
 
 
 def load_data(source, path: Path, required: list[str], optional: list[str], columns: dict[str, dict[str, str]],
-              reading: DataReading | None = None) -> CohortData:
-    """Read every needed table through ``source`` and validate it."""
+              reading: DataReading | None = None, read_table: Callable | None = None, partial: bool = False) -> CohortData:
+    """Read every needed table through ``source`` and validate it; ``read_table(path, name)``
+    replaces the source's own reader (one partition's, with ``partial``: a table may then be empty)."""
     reading = reading or DataReading()
     if getattr(source, "needs_path", True) and not path.exists():
         raise DataError("data", f"data folder not found: {path}")
     checksums: dict[str, str] = {}
-    read_table = _reader(source, reading)
+    read_table = read_table or _reader(source, reading)
 
     def read():  # one table at a time, so that each raw file is released once it is typed
         for name in patients_first(required + optional):
@@ -519,7 +546,7 @@ def load_data(source, path: Path, required: list[str], optional: list[str], colu
                                           "it is required by the chosen endpoints")
                 continue
             frame, checksums[name] = raw
-            if frame.empty and name in ("patients", "treatments"):
+            if frame.empty and name in ("patients", "treatments") and not partial:
                 raise DataError(name, "the table has no rows")
             yield name, frame
 

@@ -259,6 +259,16 @@ def disclose_attrition(attrition: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["step", "remaining", "excluded"])
 
 
+def disclose_group_attrition(attrition: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+    """The attrition flow of each group (``by:``), each disclosed as the overall flow is."""
+    parts = []
+    for group, flow in attrition.groupby("group", sort=False):
+        shown = disclose_attrition(flow.drop(columns="group").reset_index(drop=True), policy)
+        shown.insert(0, "group", group)
+        parts.append(shown)
+    return pd.concat(parts, ignore_index=True) if parts else attrition
+
+
 _RECORD_DETAIL = re.compile(r"\s*\(line \d+\)|\b\d{4}-\d{2}-\d{2}\b")
 
 
@@ -272,20 +282,22 @@ def disclose_quality(quality: pd.DataFrame, policy: Policy, cutoff: str = "") ->
 
     Small counts are suppressed; within a table, never one alone (the exclusions from an endpoint
     add up to the cohort minus the endpoint's n)."""
-    columns = ["table", "reason", "action", "records", "patients"]
+    by = ["group"] if "group" in quality.columns else []
+    columns = ["table", *by, "reason", "action", "records", "patients"]
     if quality.empty or "reason" not in quality:
         return pd.DataFrame(columns=columns)
     keep = quality[~quality["reason"].astype("string").str.startswith("excluded from the cohort").fillna(False)].copy()
     if keep.empty:
         return pd.DataFrame(columns=columns)
     keep["reason"] = [_generic_reason(str(r), cutoff) for r in keep["reason"]]
-    grouped = keep.groupby(["table", "reason", "action"], sort=False, dropna=False).agg(
+    grouped = keep.groupby(["table", *by, "reason", "action"], sort=False, dropna=False).agg(
         records=("reason", "size"), patients=("patient_id", "nunique")).reset_index()
     for column in ("records", "patients"):
         values = [int(v) for v in grouped[column]]
         shown = [policy.text(v) for v in values]
-        for table in grouped["table"].unique():
-            members = [i for i, t in enumerate(grouped["table"]) if t == table]
+        units = list(zip(grouped["table"], *(grouped[b] for b in by), strict=True))  # a table (within a group)
+        for unit in dict.fromkeys(units):
+            members = [i for i, u in enumerate(units) if u == unit]
             hidden = [i for i in members if policy.small(values[i])]
             others = sorted((values[i], i) for i in members if i not in hidden and values[i])
             if len(hidden) == 1 and others:
@@ -300,7 +312,7 @@ _EXCLUDED_NOTE = re.compile(r"^(\d+) patient\(s\) excluded from this endpoint: (
 def _endpoint_note(note: str, endpoint: str, quality: pd.DataFrame, policy: Policy) -> str:
     """The engine's 'k patient(s) excluded' note, with the count the data-quality report releases."""
     match = _EXCLUDED_NOTE.match(note)
-    if match is None:
+    if match is None or "group" in quality.columns:  # per group, the report's rows do not give the total
         return redact_text(note, policy)
     rows = quality[(quality["table"] == f"endpoint {endpoint}") & (quality["reason"] == f"excluded from endpoint: {match.group(2)}")]
     count = rows["patients"].iloc[0] if len(rows) else policy.text(int(match.group(1)))
@@ -326,6 +338,8 @@ def apply_disclosure(results: Results) -> Results:
             labels={key: redact_text(label, policy) for key, label in variant.labels.items()},
             notes={key: [_endpoint_note(n, key, quality, policy) for n in notes] for key, notes in variant.notes.items()},
             attrition=disclose_attrition(variant.attrition, policy),
+            group_attrition=None if variant.group_attrition is None else disclose_group_attrition(variant.group_attrition, policy),
+            group_sizes=dict(variant.group_sizes),
             quality=quality,
             failures=[{**f, "reason": redact_text(f["reason"], policy), "detail": ""} for f in variant.failures],
         ))

@@ -108,6 +108,38 @@ def _criteria_schema(plugins: Plugins) -> dict[str, Any]:
     return {"type": "array", "items": {"oneOf": options}}
 
 
+def by_schema() -> dict[str, Any]:
+    """``by:``: a patient column, or named subgroups (label -> where-expression)."""
+    from .groups import MISSING_CHOICES
+
+    missing = {"enum": list(MISSING_CHOICES), "description": "Patients without a group: their own group 'missing' (own_group) or "
+                                                            "only in the overall column (exclude); counted either way."}
+    return {
+        "description": "Subgroups: every endpoint is summarised within each group and overall. A patient column "
+                       "(sex, antibody_status, group, age_at_index, ...) or {name, groups: {label: where-expression}}.",
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "object", "required": ["column"], "additionalProperties": False,
+             "properties": {"column": {"type": "string", "minLength": 1}, "name": {"type": "string"}, "missing": missing}},
+            {"type": "object", "required": ["groups"], "additionalProperties": False,
+             "properties": {"name": {"type": "string"}, "missing": missing,
+                            "groups": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}}},
+            {"type": "null"},
+        ],
+    }
+
+
+def compare_schema() -> dict[str, Any]:
+    """``compare:``: between-group comparisons, against the first group or a named reference."""
+    return {
+        "description": "Between-group comparisons (rows 'B vs A'): true = against the first group in order; "
+                       "{reference: A} names the reference group.",
+        "anyOf": [{"type": ["boolean", "null"]},
+                  {"type": "object", "additionalProperties": False,
+                   "properties": {"reference": {"type": ["string", "number"]}}}],
+    }
+
+
 def _endpoint_schema(plugins: Plugins) -> dict[str, Any]:
     from .spec import ID_PATTERN
 
@@ -120,6 +152,8 @@ def _endpoint_schema(plugins: Plugins) -> dict[str, Any]:
             "plugin": {"enum": names, "description": "The endpoint plugin (see `endpointkit plugins`)."},
             "title": {"type": ["string", "number"], "description": "Heading of its rows in the table (default: the plugin's title)."},
             "params": {"type": ["object", "null"], "description": "The plugin's parameters."},
+            "by": {**by_schema(), "description": "This endpoint's own subgroups (overrides the spec's by)."},
+            "compare": {**compare_schema(), "description": "This endpoint's own between-group comparisons (overrides the spec's compare)."},
         },
         "additionalProperties": False,
         "allOf": [
@@ -171,7 +205,7 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
     from .stats import QUANTILE_METHODS
 
     sources, renderers = sorted(plugins.sources.items), sorted(plugins.renderers.items)
-    dotted = {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z][\w\-]*(\.[\w\-]+)+$"}}
+    dotted = {"type": "object", "propertyNames": {"pattern": r"^(by|compare|[A-Za-z][\w\-]*(\.[\w\-]+)+)$"}}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "endpointkit study spec",
@@ -195,6 +229,8 @@ def spec_schema(plugins: Plugins) -> dict[str, Any]:
             "table": params_schema(TableSection, {"format": {"enum": renderers}}),
             "disclosure": params_schema(DisclosureSection),
             "executor": {"anyOf": [{"enum": ["serial", "processes", "dask"]}, params_schema(ExecutorSection)]},
+            "by": by_schema(),
+            "compare": compare_schema(),
             "sensitivity": {
                 "type": "array",
                 "description": "Variants: {name, set: {dotted.path: value}} or {name, grid: {dotted.path: [values]}}.",

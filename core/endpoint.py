@@ -146,6 +146,19 @@ class Endpoint:
         that frame, with any columns the summary adds (a responder flag, say)."""
         raise NotImplementedError
 
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: Any,
+                ctx: Context) -> list[Row]:
+        """Between-group comparisons (``compare:`` in the spec): rows whose ``group`` is
+        ``"<level> vs <reference>"`` (e.g. ``M vs F``), each with its estimate, 95% CI, p-value and
+        the method in ``test``.
+
+        ``per_patient`` is the endpoint's summarised per-patient frame (the patients of every
+        compared group), ``groups`` each of its rows' group (aligned with it), ``levels`` the groups
+        in order with the reference first. The default compares nothing: an endpoint gets its
+        numbers within each group for free and implements this only to add its own estimates
+        (the statistics are in :mod:`endpointkit.comparisons`)."""
+        return []
+
     def compute(self, cohort: Cohort, params: Any, ctx: Context) -> EndpointResult:
         """Derive and summarise on one whole cohort. Override only for an endpoint that cannot be
         split by patient: it then runs in one process on the whole cohort."""

@@ -23,11 +23,14 @@ from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
 from .errors import EndpointkitError, SpecError, UsageError
 from .executors import ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_for
+from .groups import comparison_label
 from .manager import Plugins
 from .mapreduce import (
     Failure,
     Merged,
+    MergedGroups,
     Plan,
+    WholeGroups,
     cohort_key,
     context_of,
     derive_key,
@@ -51,21 +54,32 @@ def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> t
     return tables_needed(requires, uses)
 
 
+def data_source(spec: Spec, plugins: Plugins):
+    """The source that reads the spec's data: ``data.source``, except that a dataset written by
+    ``endpointkit partition`` is read by the parquet source whatever source it was written from."""
+    from .partitioned_dataset import is_partitioned
+
+    if "parquet" in plugins.sources.items and is_partitioned(spec.data_path):
+        return plugins.sources.items["parquet"]
+    return plugins.sources.items[spec.data.source]
+
+
 def load_spec_data(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> CohortData:
     required, optional = needed_tables(spec, plugins, only)
-    source = plugins.sources.items[spec.data.source]
-    return load_data(source, spec.data_path, required, optional, spec.data.columns, spec.reading)
+    return load_data(data_source(spec, plugins), spec.data_path, required, optional, spec.data.columns, spec.reading)
 
 
 def reads_partitions(spec: Spec, plugins: Plugins) -> bool:
-    """Whether the spec's source reads one partition of the patients without the others."""
-    return bool(getattr(plugins.sources.items[spec.data.source], "reads_partitions", False))
+    """Whether the spec's source reads one partition of the patients without the others: a
+    ``reads_partitions`` attribute, or a method of the data path (a source that can for some data)."""
+    reads = getattr(data_source(spec, plugins), "reads_partitions", False)
+    return bool(reads(spec.data_path) if callable(reads) else reads)
 
 
 def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> Callable[[int, int], CohortData]:
     """Reads (and validates) partition ``part`` of ``parts`` through the spec's source."""
     required, optional = needed_tables(spec, plugins, only)
-    source = plugins.sources.items[spec.data.source]
+    source = data_source(spec, plugins)
 
     def read(part: int, parts: int) -> CohortData:
         from .partitioning import load_partition
@@ -77,14 +91,18 @@ def partition_reader(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -
 
 def check_cohorts(spec: Spec, data: CohortData, plugins: Plugins) -> None:
     """Build the cohort of the primary spec and of each variant with distinct cohort settings, so
-    that the spec's every ``where`` column, index treatment and criterion is checked against the
-    data (``validate``): what would stop ``run`` stops here."""
+    that the spec's every ``where`` column, index treatment, criterion and grouping (``by``) is checked
+    against the data (``validate``): what would stop ``run`` stops here."""
     seen: set[str] = set()
+    cohorts = {}
     for variant in (spec, *spec.variants):
         key = cohort_key(variant)
         if key not in seen:
             seen.add(key)
-            build_cohort(data, variant.cohort, plugins.criteria)
+            cohorts[key] = build_cohort(data, variant.cohort, plugins.criteria)
+        for grouping in (variant.by, *(e.by for e in variant.endpoints)):
+            if grouping is not None:  # an unknown column or expression names its spec path
+                grouping.labels(cohorts[key].everyone)
 
 
 def _shared(result: EndpointResult) -> EndpointResult:
@@ -109,6 +127,97 @@ def _summarise(endpoint_cls, step_result, params, ctx: Context) -> EndpointResul
         return Failure(_describe(exc), traceback.format_exc(limit=-3))
 
 
+def _as_failure(exc: BaseException) -> Failure:
+    if isinstance(exc, EndpointkitError):
+        return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
+    return Failure(_describe(exc), traceback.format_exc(limit=-3))
+
+
+def _checked(result: EndpointResult | Failure | None) -> EndpointResult | Failure:
+    if result is None:
+        return Failure("no result")
+    if not isinstance(result, Failure):
+        problem = _check_result(result)
+        return Failure(problem) if problem else result
+    return result
+
+
+def _within_groups(endpoint_cls, endpoint_spec, step_key, step_result, merged: Merged, groups: MergedGroups, ctx: Context,
+                   cache: dict, summary_key: tuple) -> dict[str, EndpointResult | Failure]:
+    """An endpoint's result within each group: its per-patient frame's rows of each group's
+    patients summarised (nothing derived again), or, for a compute-only endpoint, its compute on
+    each group's patients (done in the map)."""
+    grouping = groups.grouping
+    levels = grouping.analysed([level for level in groups.levels if groups.sizes.get(level, 0)])
+    out: dict[str, EndpointResult | Failure] = {}
+    if isinstance(step_result, Failure):
+        return out
+    if not endpoint_cls.splits():
+        within = merged.results.get((*step_key, "by", grouping.key))
+        for level in levels:
+            result = within.results.get(level) if isinstance(within, WholeGroups) else None
+            out[level] = _checked(result) if result is not None else Failure(f"no result for group '{level}'")
+        return out
+    row_groups = groups.analysed.reindex(step_result["patient_id"].to_numpy()).to_numpy(dtype=object)
+    for level in levels:
+        key = (*summary_key, "by", grouping.key, level)
+        if key in cache:
+            out[level] = _shared(cache[key])
+            continue
+        rows = step_result[row_groups == level].reset_index(drop=True)
+        result = _checked(_summarise(endpoint_cls, rows, endpoint_spec.params, ctx))
+        if not isinstance(result, Failure):
+            cache[key] = result
+        out[level] = result
+    return out
+
+
+def _comparisons(endpoint_cls, endpoint_spec, result: EndpointResult, groups: MergedGroups, levels: list[str],
+                 ctx: Context, cache: dict, summary_key: tuple) -> list | Failure:
+    """The endpoint's between-group rows (``compare:``), the reference group first; each row's
+    group must read '<level> vs <reference>'."""
+    ordered = endpoint_spec.compare.ordered(levels)
+    key = (*summary_key, "compare", groups.grouping.key, tuple(ordered))
+    if key in cache:
+        return list(cache[key])
+    if len(ordered) < 2:
+        return []
+    per_patient = result.per_patient
+    row_groups = groups.analysed.reindex(per_patient["patient_id"].to_numpy())
+    keep = row_groups.isin(ordered).to_numpy()
+    frame = per_patient[keep].reset_index(drop=True)
+    aligned = pd.Series(row_groups.to_numpy(dtype=object)[keep], index=frame.index, dtype=object, name="group")
+    try:
+        rows = endpoint_cls().compare(frame, aligned, ordered, endpoint_spec.params, ctx)
+    except (Exception, SystemExit) as exc:
+        return _as_failure(exc)
+    problem = check_rows(rows)
+    allowed = {comparison_label(level, ordered[0]) for level in ordered[1:]}
+    if problem is None:
+        wrong = [row.group for row in rows if row.group not in allowed]
+        if wrong:
+            problem = f"compare() returned a row of group '{wrong[0]}'; expected one of: {', '.join(sorted(allowed))}"
+    if problem:
+        return Failure(problem)
+    cache[key] = list(rows)
+    return list(rows)
+
+
+def _with_group(per_patient: pd.DataFrame, groups: MergedGroups) -> pd.DataFrame:
+    """The per-patient frame with each row's group as its second column."""
+    frame = per_patient.copy(deep=False)
+    values = groups.analysed.reindex(frame["patient_id"].to_numpy()).to_numpy(dtype=object)
+    if "group" in frame.columns:
+        frame["group"] = values
+    else:
+        frame.insert(1, "group", values)
+    return frame
+
+
+def _in_group(rows: list, level: str) -> list:
+    return [dataclasses.replace(row, group=level if row.group == "all" else f"{level}: {row.group}") for row in rows]
+
+
 def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
     """One variant's results from the merged map: each endpoint's summary (computed once per
     distinct setting: ``cache`` is shared by the variants of a run), attrition and data quality."""
@@ -121,6 +230,9 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         return failed_variant(spec, cohort.failure.reason, only, cohort.failure.detail)
     ctx = context_of(spec, cache)
     frames, per_patient, labels, notes, failures, curves = [], {}, {}, {}, [], {}
+    group_sizes: dict[str, int] = {}
+    if spec.by is not None:
+        group_sizes.update(cohort.groups[spec.by.key].sizes)
     quality = [cohort.quality]
     for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
@@ -146,12 +258,52 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                 "provider": endpoint_cls.provider, "reason": result.reason, "detail": result.detail,
             })
             continue
-        frames.append(rows_to_frame(result.rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
+        all_rows = list(result.rows)
+        endpoint_per_patient = result.per_patient
+        group_curves: dict = {}  # each group's Kaplan-Meier fits: figures of their own, after the overall ones
+        if endpoint_spec.by is not None:
+            groups = cohort.groups[endpoint_spec.by.key]
+            step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
+                        if endpoint_cls.splits() else summary_key)
+            within = _within_groups(endpoint_cls, endpoint_spec, step_key, merged.results.get(step_key), merged, groups,
+                                    ctx, cache, summary_key)
+            for level, group_result in within.items():
+                if isinstance(group_result, Failure):
+                    if group_result.spec_path is not None:
+                        raise SpecError(f"endpoints[{position}]" + (f".{group_result.spec_path}" if group_result.spec_path else ""),
+                                        group_result.reason)
+                    failures.append({
+                        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
+                        "provider": endpoint_cls.provider, "reason": f"group '{level}': {group_result.reason}",
+                        "detail": group_result.detail,
+                    })
+                    continue
+                all_rows.extend(_in_group(group_result.rows, level))
+                group_curves.update({(endpoint_spec.id, f"{name} ({level})"): curve for name, curve in group_result.curves.items()})
+            for level, size in groups.sizes.items():
+                group_sizes.setdefault(level, size)
+            if endpoint_spec.compare is not None:
+                compared = _comparisons(endpoint_cls, endpoint_spec, result, groups,
+                                        [level for level, r in within.items() if not isinstance(r, Failure)],
+                                        ctx, cache, summary_key)
+                if isinstance(compared, Failure):
+                    if compared.spec_path is not None:
+                        raise SpecError(f"endpoints[{position}]" + (f".{compared.spec_path}" if compared.spec_path else ""),
+                                        compared.reason)
+                    failures.append({
+                        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
+                        "provider": endpoint_cls.provider, "reason": f"compare: {compared.reason}", "detail": compared.detail,
+                    })
+                else:
+                    all_rows.extend(compared)
+            endpoint_per_patient = _with_group(result.per_patient, groups)
+        frames.append(rows_to_frame(all_rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
                                     kind=endpoint_cls.kind))
-        per_patient[endpoint_spec.id] = result.per_patient
+        per_patient[endpoint_spec.id] = endpoint_per_patient
         for name, curve in result.curves.items():
             curves[(endpoint_spec.id, name)] = curve
-        for row in result.rows:
+        curves.update(group_curves)
+        for row in all_rows:
             labels[(endpoint_spec.id, row.measure, row.group)] = row.label or row.measure.replace("_", " ")
         endpoint_notes = list(result.notes)
         for reason, ids in result.excluded.items():
@@ -164,10 +316,19 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         notes[endpoint_spec.id] = endpoint_notes
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     quality_frame = pd.concat([q for q in quality if not q.empty], ignore_index=True) if any(not q.empty for q in quality) else cohort.quality
+    group_attrition = None
+    if spec.by is not None:
+        groups = cohort.groups[spec.by.key]
+        group_attrition = groups.attrition
+        quality_frame = quality_frame.copy(deep=False)
+        position = list(quality_frame.columns).index("patient_id") + 1 if "patient_id" in quality_frame else len(quality_frame.columns)
+        ids = quality_frame["patient_id"].to_numpy() if "patient_id" in quality_frame else []
+        quality_frame.insert(position, "group", groups.labels.reindex(ids).to_numpy(dtype=object) if len(ids) else
+                             pd.Series(dtype=object))
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=per_patient, labels=labels, notes=notes,
         attrition=cohort.attrition, quality=quality_frame, failures=failures, curves=curves,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, group_attrition=group_attrition, group_sizes=group_sizes,
     )
 
 
@@ -271,7 +432,7 @@ def run_spec(
     job = Job(key=uuid.uuid4().hex, recipe=recipe, plan=plan, plugins=plugins)
     if data is None and parts > 1 and reads_partitions(spec, plugins):
         job.read = partition_reader(spec, plugins, only)
-        described = CohortData(tables={}, source=spec.data.source, path=spec.data_path)
+        described = CohortData(tables={}, source=data_source(spec, plugins).name, path=spec.data_path)
     else:
         if data is None:
             data = load_spec_data(spec, plugins, only)

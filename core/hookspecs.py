@@ -29,6 +29,11 @@ def register_endpoints() -> Iterable[Any]:
 def register_sources() -> Iterable[Any]:
     """Register data sources: objects with ``name``, ``description``, ``describe(table) -> str`` and
     ``read_table(root, table) -> (DataFrame of text, sha256) | None`` (None when the table is absent).
+    A source that can read one partition of the patients without the others (so that no process
+    holds the whole registry) also has ``reads_partitions`` (True, or a method of the data path:
+    ``reads_partitions(root) -> bool``), ``read_partition(root, table, request, part, parts)`` (as
+    ``read_table``, the whole table's checksum) and ``column_values(root, table, columns)`` (each
+    column's distinct raw values over the whole table, so that every partition types it alike).
 
     :returns: an iterable of sources; ``data.source`` in a spec names one.
     """

@@ -24,6 +24,7 @@ from .cohort import QUALITY_COLUMNS, Refusal, build_cohort, in_report_order, ref
 from .data import LINE, CohortData
 from .endpoint import Context, EndpointResult
 from .errors import EndpointkitError, SpecError, UsageError
+from .groups import Grouping
 from .manager import Plugins
 from .params import params_dict
 from .spec import CohortSettings, Spec
@@ -77,6 +78,10 @@ class Plan:
 
     cohorts: dict[str, CohortSettings]
     steps: dict[tuple, Step]
+    # per cohort, the groupings (``by:``) its variants and endpoints use, by Grouping.key
+    groupings: dict[str, dict[str, Grouping]] = field(default_factory=dict)
+    # per whole-cohort step (a compute-only endpoint), the groupings to compute it within
+    whole_groups: dict[tuple, dict[str, Grouping]] = field(default_factory=dict)
 
     def steps_of(self, cohort: str) -> list[tuple[tuple, Step]]:
         return [(key, step) for key, step in self.steps.items() if step.cohort == cohort]
@@ -87,13 +92,19 @@ def plan_run(variants: list[Spec], plugins: Plugins, only: tuple[str, ...], part
     patient refuses more than one partition."""
     cohorts: dict[str, CohortSettings] = {}
     steps: dict[tuple, Step] = {}
+    groupings: dict[str, dict[str, Grouping]] = {}
+    whole_groups: dict[tuple, dict[str, Grouping]] = {}
     for variant in variants:
         key = cohort_key(variant)
         cohorts.setdefault(key, variant.cohort)
         ctx = context_of(variant)
+        if variant.by is not None:
+            groupings.setdefault(key, {}).setdefault(variant.by.key, variant.by)
         for endpoint in variant.endpoints:
             if only and endpoint.id not in only:
                 continue
+            if endpoint.by is not None:
+                groupings.setdefault(key, {}).setdefault(endpoint.by.key, endpoint.by)
             endpoint_cls = plugins.endpoints.items[endpoint.plugin]
             if endpoint_cls.splits():
                 steps.setdefault(derive_key(key, endpoint.plugin, endpoint_cls, endpoint.params, ctx.year_days),
@@ -105,9 +116,11 @@ def plan_run(variants: list[Spec], plugins: Plugins, only: tuple[str, ...], part
                     "of the patients; run it with --partitions 1, or leave it out with --only, or give the plugin "
                     "derive() and summarise() (see the plugin guide)")
             else:
-                steps.setdefault(result_key(key, endpoint.plugin, endpoint.params, ctx),
-                                 Step(key, endpoint.plugin, endpoint.params, ctx, whole=True))
-    return Plan(cohorts=cohorts, steps=steps)
+                step_key = result_key(key, endpoint.plugin, endpoint.params, ctx)
+                steps.setdefault(step_key, Step(key, endpoint.plugin, endpoint.params, ctx, whole=True))
+                if endpoint.by is not None:
+                    whole_groups.setdefault(step_key, {}).setdefault(endpoint.by.key, endpoint.by)
+    return Plan(cohorts=cohorts, steps=steps, groupings=groupings, whole_groups=whole_groups)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,15 @@ class Failure:
 
 
 @dataclass
+class GroupPart:
+    """One grouping of one partition's patients: each patient's group (every patient of the data,
+    ``analysed`` or not, with its source line) and the attrition flow of each group."""
+
+    labels: pd.DataFrame  # patient_id, group, analysed, ORDER
+    flow: dict[str, np.ndarray]  # group -> patients remaining after each attrition step
+
+
+@dataclass
 class CohortPart:
     """One cohort built on one partition: what the merge needs of it."""
 
@@ -129,6 +151,31 @@ class CohortPart:
     refusals: list[Refusal] = field(default_factory=list)
     failure: Failure | None = None
     patients: int = 0
+    groups: dict[str, GroupPart] = field(default_factory=dict)
+
+
+@dataclass
+class WholeGroups:
+    """A compute-only endpoint's results within each group of one grouping (one partition only)."""
+
+    results: dict[str, EndpointResult | Failure]
+
+
+def group_part(cohort, grouping: Grouping) -> GroupPart:
+    """Each patient's group and the attrition flow per group, from this cohort's patients
+    (vectorised: one bincount per group)."""
+    everyone, exits = cohort.everyone, cohort.exits
+    labels = grouping.labels(everyone)
+    lines = everyone[LINE].to_numpy(dtype=np.int64) if LINE in everyone else np.arange(len(everyone))
+    steps = len(cohort.attrition)
+    codes, uniques = pd.factorize(labels)
+    flow = {}
+    for code, level in enumerate(uniques):
+        left = np.bincount(exits[codes == code], minlength=steps + 1)  # patients leaving at each step
+        flow[str(level)] = (left[::-1].cumsum()[::-1][1:] + 0).astype(np.int64)  # remaining after step k: exits > k
+    frame = pd.DataFrame({"patient_id": everyone["patient_id"].to_numpy(), "group": labels.to_numpy(dtype=object),
+                          "analysed": exits == steps, ORDER: lines})
+    return GroupPart(labels=frame, flow=flow)
 
 
 @dataclass
@@ -165,16 +212,23 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
             failure = _failure(exc)
             cohorts[key] = CohortPart(failure=dataclasses.replace(failure, reason=f"building the cohort failed: {failure.reason}"))
             continue
+        groups = {gkey: group_part(cohort, grouping) for gkey, grouping in plan.groupings.get(key, {}).items()}
         cohorts[key] = CohortPart(steps=list(cohort.attrition[["step", "remaining"]].itertuples(index=False, name=None)),
-                                  quality=cohort.quality, refusals=cohort.refusals, patients=len(cohort.patients))
+                                  quality=cohort.quality, refusals=cohort.refusals, patients=len(cohort.patients),
+                                  groups=groups)
         lines = cohort.patients[LINE].to_numpy(dtype=np.int64) if LINE in cohort.patients else np.arange(len(cohort.patients))
         cache: dict = {}  # what the steps memoise, within this partition
+        splits: dict[str, dict] = {}  # each grouping's cohorts, built once for every compute-only step
         for step_key, step in plan.steps_of(key):
             endpoint = plugins.endpoints.items[step.plugin]()
             ctx = dataclasses.replace(step.ctx, cache=cache)
             try:
                 if step.whole:
                     results[step_key] = endpoint.compute(cohort, step.params, ctx)
+                    for gkey, grouping in plan.whole_groups.get(step_key, {}).items():
+                        if gkey not in splits:
+                            splits[gkey] = _split(cohort, groups[gkey], grouping)
+                        results[(*step_key, "by", gkey)] = _compute_within(endpoint, splits[gkey], step, ctx)
                     continue
                 frame = endpoint.derive(cohort, step.params, ctx)
                 if not isinstance(frame, pd.DataFrame) or not len(frame.columns) or frame.columns[0] != "patient_id":
@@ -189,6 +243,38 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
                            seconds=time.perf_counter() - started)
 
 
+def _split(cohort, part: GroupPart, grouping: Grouping) -> dict:
+    """The cohort of each group's analysed patients (``Cohort.split``), for compute-only endpoints."""
+    analysed = part.labels[part.labels["analysed"].to_numpy()]
+    group_of = pd.Series(analysed["group"].to_numpy(), index=analysed["patient_id"].to_numpy())
+    groups = group_of.reindex(cohort.patients["patient_id"].to_numpy()).to_numpy(dtype=object)
+    return cohort.split(groups, grouping.analysed(grouping.levels(set(groups))))
+
+
+def _compute_within(endpoint, cohorts: dict, step: Step, ctx: Context) -> WholeGroups:
+    """A compute-only endpoint on each group's patients."""
+    out: dict[str, EndpointResult | Failure] = {}
+    for level, subset in cohorts.items():
+        try:
+            out[level] = endpoint.compute(subset, step.params, ctx)
+        except (Exception, SystemExit) as exc:  # noqa: PERF203 - one group's failure must not stop the others
+            out[level] = _failure(exc)
+    return WholeGroups(results=out)
+
+
+@dataclass
+class MergedGroups:
+    """One grouping of a whole cohort: every patient's group, the groups in order, the analysed
+    patients per group and the attrition flow per group."""
+
+    grouping: Grouping
+    labels: pd.Series  # group by patient_id, every patient of the data
+    analysed: pd.Series  # group by patient_id, the analysed patients in cohort order
+    levels: list[str]  # every group of the data, in order
+    sizes: dict[str, int]  # analysed patients per group
+    attrition: pd.DataFrame  # group, step, remaining, excluded
+
+
 @dataclass
 class MergedCohort:
     """A cohort put together from its partitions."""
@@ -198,6 +284,7 @@ class MergedCohort:
     patients: int
     failure: Failure | None = None
     error: SpecError | None = None  # a refusal that holds for the whole cohort
+    groups: dict[str, MergedGroups] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,7 +294,7 @@ class Merged:
     checksums: dict[str, str]
 
 
-def _merge_cohort(parts: list[CohortPart], settings: CohortSettings) -> MergedCohort:
+def _merge_cohort(parts: list[CohortPart], settings: CohortSettings, groupings: dict[str, Grouping]) -> MergedCohort:
     failed = next((p.failure for p in parts if p.failure is not None), None)
     if failed is not None:
         empty = pd.DataFrame(columns=["step", "remaining", "excluded"])
@@ -225,7 +312,32 @@ def _merge_cohort(parts: list[CohortPart], settings: CohortSettings) -> MergedCo
             evidence = pd.concat([r.evidence for r in refusals if r.path == refusal.path], ignore_index=True)
             error = refusal_error(refusal, int(attrition["remaining"].iloc[refusal.step - 1]), evidence, settings)
             break
-    return MergedCohort(attrition=attrition, quality=quality, patients=int(remaining[-1]), error=error)
+    groups = {gkey: _merge_groups([p.groups[gkey] for p in parts], groupings[gkey], names) for gkey in groupings}
+    return MergedCohort(attrition=attrition, quality=quality, patients=int(remaining[-1]), error=error, groups=groups)
+
+
+def _merge_groups(parts: list[GroupPart], grouping: Grouping, steps: list[str]) -> MergedGroups:
+    """The groups of every partition's patients, in source-line order, and the attrition per group
+    (each partition's counts added: exact for any number of partitions)."""
+    labels = _merge_frames([p.labels for p in parts])
+    flows: dict[str, np.ndarray] = {}
+    for part in parts:
+        for level, counts in part.flow.items():
+            flows[level] = flows[level] + counts if level in flows else counts.copy()
+    levels = grouping.levels(flows)
+    analysed = labels[labels["analysed"].to_numpy()]
+    analysed_groups = pd.Series(analysed["group"].to_numpy(), index=analysed["patient_id"].to_numpy(), dtype=object)
+    sizes = analysed_groups.value_counts().to_dict()
+    records = []
+    for level in levels:
+        remaining = flows[level]
+        excluded = np.concatenate([[0], -np.diff(remaining)])
+        records.append(pd.DataFrame({"group": level, "step": steps, "remaining": remaining.astype(np.int64),
+                                     "excluded": excluded.astype(int)}))
+    attrition = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=["group", "step", "remaining", "excluded"])
+    return MergedGroups(grouping=grouping, labels=pd.Series(labels["group"].to_numpy(), index=labels["patient_id"].to_numpy(), dtype=object),
+                        analysed=analysed_groups, levels=levels, sizes={level: int(sizes.get(level, 0)) for level in levels},
+                        attrition=attrition)
 
 
 def _merge_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -244,7 +356,7 @@ def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
     cohorts = {}
     for key, settings in plan.cohorts.items():
         parts = [o.cohorts[key] for o in outputs if key in o.cohorts]
-        cohorts[key] = _merge_cohort(parts, settings)
+        cohorts[key] = _merge_cohort(parts, settings, plan.groupings.get(key, {}))
     results: dict[tuple, Any] = {}
     for key in plan.steps:
         parts = [o.results[key] for o in outputs if key in o.results]
@@ -255,5 +367,9 @@ def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
             results[key] = parts[0]  # a whole-cohort compute: one partition only
         elif parts:
             results[key] = _merge_frames(parts)
+        for gkey in plan.whole_groups.get(key, {}):
+            within = [o.results[(*key, "by", gkey)] for o in outputs if (*key, "by", gkey) in o.results]
+            if within:
+                results[(*key, "by", gkey)] = within[0]
     checksums = outputs[0].checksums if outputs else {}
     return Merged(cohorts=cohorts, results=results, checksums=checksums)

@@ -158,7 +158,7 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
     files: dict[str, str | bytes | pd.DataFrame] = {
         "results.csv": _csv(results.frame),
         f"table.{renderer.suffix}": render_results(results) if render_results else results.table(fmt),
-        "attrition.csv": _csv(results.attrition),
+        "attrition.csv": _csv(results.primary.attrition_table),
         "data_quality.csv": results.data_quality,
     }
     for endpoint_id, frame in results.per_patient.items():
@@ -170,6 +170,8 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
     payload = {
         "results": records,
         "attrition": results.attrition.to_dict(orient="records"),
+        **({"attrition_by_group": results.primary.group_attrition.to_dict(orient="records")}
+           if results.primary.group_attrition is not None else {}),
         "failures": [{k: v for k, v in f.items() if k != "detail"} for f in results.failures],
         "provenance": results.provenance,
     }

@@ -56,6 +56,10 @@ def _shown(spec, endpoint: str, measure: str) -> bool:
 
 
 def build_table(result: VariantResult) -> Table:
+    """The results table: one result column, or under ``by:`` one column per group (see
+    :func:`grouped_table`)."""
+    if is_grouped(result.frame):
+        return grouped_table(result)
     spec = result.spec
     titles = {e.id: e.title for e in spec.endpoints}
     rows = []
@@ -79,6 +83,62 @@ def build_table(result: VariantResult) -> Table:
         if not any(_matches(entry, e, m) for e, m in zip(frame["endpoint"], frame["measure"], strict=True)):
             notes.append(f"table.show: '{entry}' matched no result row.")
     return Table(title=spec.table.title or spec.study.title, headers=["Endpoint", "Measure", "n", "Result"], rows=rows, footnotes=notes)
+
+
+def is_grouped(frame: pd.DataFrame) -> bool:
+    """Whether results hold rows within groups (``by:``) besides the overall rows."""
+    return bool(len(frame)) and bool((frame["group"] != "all").any())
+
+
+def group_columns(result: VariantResult) -> tuple[list[str], list[str]]:
+    """The table's group columns (in the grouping's order) and comparison columns ('M vs F')."""
+    present = list(dict.fromkeys(result.frame["group"]))
+    levels = [level for level in result.group_sizes if level in present]
+    levels += [g for g in present if g != "all" and g not in levels and " vs " not in g]
+    comparisons = [g for g in present if " vs " in g]
+    return levels, comparisons
+
+
+def _size(result: VariantResult, n: int) -> str:
+    if result.spec.disclosure.active:
+        from .disclosure import Policy
+
+        return Policy.of(result.spec.disclosure).text(int(n))
+    return str(int(n))
+
+
+def grouped_table(result: VariantResult) -> Table:
+    """One column per group plus an overall column (the layout of tableone and gtsummary), each
+    headed with its patients ('F (n = 12)'), and a column per between-group comparison ('M vs F').
+    A row is one measure; a cell is empty where the measure has no result in that column."""
+    spec = result.spec
+    titles = {e.id: e.title for e in spec.endpoints}
+    levels, comparisons = group_columns(result)
+    columns = ["all", *levels, *comparisons]
+    overall = int(result.attrition["remaining"].iloc[-1]) if len(result.attrition) else 0
+    headers = ["Endpoint", "Measure", f"Overall (n = {_size(result, overall)})"]
+    headers += [f"{level} (n = {_size(result, result.group_sizes[level])})" if level in result.group_sizes else level
+                for level in levels]
+    headers += comparisons
+    rows = []
+    frame = result.frame
+    for endpoint in spec.endpoints:
+        block = frame[frame["endpoint"] == endpoint.id]
+        cells = {(m, g): d for m, g, d in zip(block["measure"], block["group"], block["display"], strict=True)}
+        first = True
+        for measure in dict.fromkeys(block["measure"]):
+            if not _shown(spec, endpoint.id, measure):
+                continue
+            group = next(g for m, g in cells if m == measure)
+            label = spec.table.labels.get(f"{endpoint.id}.{measure}") or result.labels.get(
+                (endpoint.id, measure, "all"), result.labels.get((endpoint.id, measure, group), measure))
+            rows.append([titles[endpoint.id] if first else "", label] + [cells.get((measure, c), "") for c in columns])
+            first = False
+    notes = footnotes(result) if spec.table.footnotes else list(spec.table.notes)
+    for entry in spec.table.show:
+        if not any(_matches(entry, e, m) for e, m in zip(frame["endpoint"], frame["measure"], strict=True)):
+            notes.append(f"table.show: '{entry}' matched no result row.")
+    return Table(title=spec.table.title or spec.study.title, headers=headers, rows=rows, footnotes=notes)
 
 
 def _matches(entry: str, endpoint: str, measure: str) -> bool:
@@ -105,6 +165,7 @@ def footnotes(result: VariantResult) -> list[str]:
         + ("; confirmed relapses only" if spec.cohort.relapses.only_confirmed else "") + ".",
         f"p-values: {spec.table.p_style.upper()} style, two-sided.",
     ]
+    notes += group_notes(result)
     for endpoint in spec.endpoints:
         for note in result.notes.get(endpoint.id, []):
             notes.append(f"{endpoint.title}: {note}")
@@ -124,6 +185,30 @@ def footnotes(result: VariantResult) -> list[str]:
     for failure in result.failures:
         notes.append(f"FAILED {failure['endpoint']} ({failure['plugin']}): {failure['reason']}")
     notes.extend(spec.table.notes)
+    return notes
+
+
+def group_notes(result: VariantResult) -> list[str]:
+    """What the groups are, and who is left out of them."""
+    spec = result.spec
+    notes = []
+    groupings = {}
+    for endpoint in spec.endpoints:
+        if endpoint.by is not None:
+            groupings.setdefault(endpoint.by.key, (endpoint.by, []))[1].append(endpoint.id)
+    for grouping, ids in groupings.values():
+        where = "" if spec.by is not None and grouping.key == spec.by.key else f" ({', '.join(ids)})"
+        text = f"Groups{where}: by {grouping.describe()}"
+        if grouping.column is None:
+            text += "; a patient is in the first group whose expression holds"
+        if grouping.missing == "exclude":
+            text += "; patients without a group (missing) are in the overall column only"
+        else:
+            text += "; 'missing' = no value (or no group fits)"
+        notes.append(text + ".")
+    if any(e.compare is not None for e in spec.endpoints):
+        notes.append("'A vs B' columns: between-group comparisons of group A with the reference group B "
+                     "(the method of each is recorded in results.csv).")
     return notes
 
 

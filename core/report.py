@@ -92,7 +92,7 @@ def notebook_html(results: Results) -> str:
     from .sensitivity import side_by_side_table
 
     parts = [f'<div class="endpointkit"><h3>{_e(results.spec.study.title)}</h3>', table_html(build_table(results.primary)),
-             "<details><summary>Attrition</summary>", frame_html(results.attrition), "</details>"]
+             "<details><summary>Attrition</summary>", frame_html(results.primary.attrition_table), "</details>"]
     if len(results.variants) > 1:
         parts += ["<details><summary>Sensitivity analyses</summary>", table_html(side_by_side_table(results)), "</details>"]
     return "\n".join(parts) + "</div>"
@@ -118,7 +118,7 @@ def report_html(results: Results, figures: dict[str, bytes] | None = None) -> st
     if figures:
         body.append("<h2>Figures</h2>")
         body += [_figure_html(name.rsplit(".", 1)[0], data) for name, data in figures.items()]
-    body += ["<h2>Patient flow (attrition)</h2>", frame_html(results.attrition)]
+    body += ["<h2>Patient flow (attrition)</h2>", frame_html(results.primary.attrition_table)]
     body += ["<h2>Data quality</h2>", frame_html(_quality_summary(results.data_quality))]
     if len(results.variants) > 1:
         body += ["<h2>Sensitivity analyses</h2>", table_html(side_by_side_table(results))]

@@ -194,6 +194,20 @@ class VariantResult:
     failures: list[dict] = field(default_factory=list)
     curves: dict[tuple[str, str], Any] = field(default_factory=dict)  # (endpoint id, title) -> KaplanMeier
     seconds: float = 0.0
+    # ``by:``: the attrition flow of each group (group, step, remaining, excluded) and the analysed
+    # patients per group (the table's column headers)
+    group_attrition: pd.DataFrame | None = None
+    group_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def attrition_table(self) -> pd.DataFrame:
+        """attrition.csv: the overall flow, and under ``by:`` a ``group`` column (``all`` = overall)
+        followed by each group's flow."""
+        if self.group_attrition is None:
+            return self.attrition
+        overall = self.attrition.copy(deep=False)
+        overall.insert(0, "group", "all")
+        return pd.concat([overall, self.group_attrition], ignore_index=True)
 
 
 @dataclass

@@ -38,8 +38,8 @@ def _setting_text(results: Results, variant: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) if settings else ""
 
 
-def _direction(frame: pd.DataFrame, endpoint: str) -> float | None:
-    block = frame[frame["endpoint"] == endpoint].set_index("measure")["estimate"]
+def _direction(frame: pd.DataFrame, endpoint: str, group: str = "all") -> float | None:
+    block = frame[(frame["endpoint"] == endpoint) & (frame["group"] == group)].set_index("measure")["estimate"]
     for before, after in PAIRS:
         if before in block and after in block and not (pd.isna(block[before]) or pd.isna(block[after])):
             return float(np.sign(block[after] - block[before]))
@@ -73,11 +73,11 @@ def what_moves(results: Results) -> pd.DataFrame:
                 reasons.append(f"p crosses {ALPHA} ({base_value:.3g} -> {value:.3g})")
             if row["stat"] != "test" and value and base_value and np.sign(value) != np.sign(base_value):
                 reasons.append("estimate changes sign")
-            endpoint = row["endpoint"]
+            endpoint, group = row["endpoint"], row["group"]
             for name in ("primary", variant.name):
-                if (name, endpoint) not in directions:
-                    directions[(name, endpoint)] = _direction(results.frame[results.frame["variant"] == name], endpoint)
-            before, after = directions[("primary", endpoint)], directions[(variant.name, endpoint)]
+                if (name, endpoint, group) not in directions:
+                    directions[(name, endpoint, group)] = _direction(results.frame[results.frame["variant"] == name], endpoint, group)
+            before, after = directions[("primary", endpoint, group)], directions[(variant.name, endpoint, group)]
             if before is not None and after is not None and before != after:
                 reasons.append("direction of the before/after change flips")
             records.append({
@@ -93,6 +93,7 @@ def what_moves(results: Results) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+NO_GROUP = "\u2013"  # a group that a variant's grouping does not have
 WIDE_MAX_VARIANTS = 4  # primary + 3: beyond that, variants become rows
 
 
@@ -113,50 +114,61 @@ def side_by_side_table(results: Results) -> Table:
     heads = headline_rows(results)
     names = [v.name for v in results.variants]
     blocks = list(heads.groupby(["endpoint", "measure", "group"], sort=False))
+    failed = {(f["variant"], f["endpoint"]) for f in results.failures}
+
+    def absent(variant: str, endpoint: str) -> str:
+        """A missing cell: the endpoint failed, or the variant has no such group (another ``by``)."""
+        return "failed" if (variant, endpoint) in failed else NO_GROUP
     notes = what_moves_notes(results)
     title = "Sensitivity analysis: headline figures per variant"
     if len(names) <= WIDE_MAX_VARIANTS:
         rows = []
         for (endpoint, measure, group), block in blocks:
             cells = block.set_index("variant")["display"]
-            rows.append([_measure_label(results, endpoint, measure, group)] + [cells.get(name, "failed") for name in names])
+            rows.append([_measure_label(results, endpoint, measure, group)] + [cells.get(name, absent(name, endpoint)) for name in names])
         legend = [f"{v.name}: {_setting_text(results, v.name)}" for v in results.variants[1:] if _setting_text(results, v.name)]
         return Table(title=title, headers=["Measure"] + names, rows=rows, footnotes=legend + notes)
     moves = results.what_moves()
-    changed = set(zip(moves.loc[moves["conclusion_changed"], "variant"], moves.loc[moves["conclusion_changed"], "endpoint"],
-                      moves.loc[moves["conclusion_changed"], "measure"], strict=True)) if not moves.empty else set()
+    flagged = moves[moves["conclusion_changed"]] if not moves.empty else moves
+    changed = set(zip(flagged["variant"], flagged["endpoint"], flagged["measure"], flagged["group"], strict=True))
     rows = []
     for (endpoint, measure, group), block in blocks:
         cells = block.set_index("variant")["display"]
-        base = cells.get(names[0], "failed")
+        base = cells.get(names[0], absent(names[0], endpoint))
         rows.append([_measure_label(results, endpoint, measure, group), names[0], "", base, ""])
         same = 0
         for name in names[1:]:
-            shown = cells.get(name, "failed")
+            shown = cells.get(name, absent(name, endpoint))
             if shown == base:
                 same += 1
                 continue
-            rows.append(["", name, _setting_text(results, name), shown, "!" if (name, endpoint, measure) in changed else ""])
+            rows.append(["", name, _setting_text(results, name), shown, "!" if (name, endpoint, measure, group) in changed else ""])
         if same:
             rows.append(["", f"{same} other variant{'s' if same > 1 else ''}", "", "same as primary", ""])
     notes = ["Each variant is listed where its result differs from primary; ! = a conclusion changes (see below)."] + notes
     return Table(title=title, headers=["Measure", "Variant", "Setting", "Result", ""], rows=rows, footnotes=notes)
 
 
+def _in(group: str) -> str:
+    return "" if group == "all" else f" ({group})"
+
+
 def what_moves_notes(results: Results) -> list[str]:
     """'What moves the answer': the largest move of each headline, and every changed conclusion."""
     moves = results.what_moves()
     notes = []
+    if any(v.spec.by is not None or any(e.by for e in v.spec.endpoints) for v in results.variants):
+        notes.append(f"Subgroups: a line per group (the group in brackets); {NO_GROUP} = the variant has no such group.")
     if not moves.empty:
         moved = moves.dropna(subset=["change"]).copy()
         moved["size"] = moved["change"].abs() / moved["primary_value"].abs().where(moved["primary_value"] != 0, 1.0)
         moved = moved[(moved["size"] > 1e-12) & (moved["compared"] == "estimate")]
         biggest = moved.sort_values("size", ascending=False, kind="stable").drop_duplicates(["endpoint", "measure", "group"])
         for row in biggest.itertuples(index=False):
-            notes.append(f"What moves: {row.endpoint}.{row.measure} moves most under '{row.variant}': "
+            notes.append(f"What moves: {row.endpoint}.{row.measure}{_in(row.group)} moves most under '{row.variant}': "
                          f"{row.primary_display} -> {row.variant_display}")
         for row in moves[moves["conclusion_changed"]].itertuples(index=False):
-            notes.append(f"CONCLUSION CHANGES under '{row.variant}' for {row.endpoint}.{row.measure}: {row.why}")
+            notes.append(f"CONCLUSION CHANGES under '{row.variant}' for {row.endpoint}.{row.measure}{_in(row.group)}: {row.why}")
         if not moves["conclusion_changed"].any():
             notes.append("No variant changes a conclusion (no p-value crosses 0.05, no estimate or direction flips).")
     for failure in results.failures:

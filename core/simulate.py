@@ -802,6 +802,32 @@ def write_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, ou
     return write_files(out_dir, files)
 
 
+def write_partitioned_registry(tables: Mapping[str, pd.DataFrame], truth: Mapping | None, out_dir: str | Path,
+                               partitions: int) -> str:
+    """The registry as the partitioned Parquet dataset ``endpointkit partition`` would write from its
+    CSV files (the same line numbers and checksums), with truth.json beside the manifest.
+
+    The CSV files are written to a scratch folder and partitioned from there: the simulator draws
+    every patient from one random stream (the seed's registry is one draw), so generating chunks of
+    patients with seeds of their own would change the registry a seed stands for."""
+    import shutil
+    import tempfile
+
+    from .partitioned_dataset import write_partitioned
+    from .plugins.sources import CsvFolder
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.csv-"))
+    try:
+        write_registry(tables, None, scratch)
+        extra = {"truth.json": json.dumps(truth, indent=2, allow_nan=False) + "\n"} if truth is not None else {}
+        write_partitioned(CsvFolder(), scratch, {}, None, out_dir, partitions, extra_files=extra)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return f"{partitions} partition(s) and truth.json to {out_dir}"
+
+
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -816,16 +842,31 @@ def simulate_command(args) -> int:
     params = parse_settings(list(args.set))
     from .output import check_writable
 
+    fmt = getattr(args, "format", "csv") or "csv"
+    given = getattr(args, "partitions", None)
+    if given is not None and fmt != "parquet":
+        raise UsageError("--partitions: a partitioned dataset is written with --format parquet")
+    partitions = 1 if given is None else given
     check_writable(Path(args.output))
+    if fmt == "parquet":
+        from .partitioned_dataset import MAX_PARTITIONS, check_new_folder
+
+        check_new_folder(Path(args.output))
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise UsageError(f"--partitions: expected a number of partitions from 1 to {MAX_PARTITIONS}, got {partitions}")
     sim = simulate_registry(args.patients, args.seed, params)
-    write_registry(sim.tables, sim.truth, args.output)
+    if fmt == "parquet":
+        wrote = write_partitioned_registry(sim.tables, sim.truth, args.output, partitions)
+    else:
+        write_registry(sim.tables, sim.truth, args.output)
+        wrote = f"{args.output}/truth.json"
     rows = sim.truth["realized"]["rows"]
     rates = sim.truth["realized"]["crude_rates"]
     print(
         f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}) in {time.perf_counter() - started:.1f} s: "
         f"{rows['relapses']:,} relapse rows, {rows['administrations']:,} administrations, {rows['edss']:,} EDSS, "
         f"{rows['titers']:,} titers, {rows['adverse_events']:,} adverse events; true ARR {params.pre_rate:g} -> "
-        f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {args.output}/truth.json",
+        f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {wrote}",
         file=sys.stderr,
     )
     return 0

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import SpecError, suggest
+from .groups import Comparing, Grouping, parse_by, parse_compare
 from .manager import Plugins, get_plugin_manager
 from .params import build_params, coerce, param, params_dict, to_plain
 from .reading import DataReading, data_reading
@@ -173,6 +174,8 @@ class EndpointSpec:
     plugin: str
     params: Any
     title: str
+    by: Grouping | None = None  # its own ``by`` or the spec's
+    compare: Comparing | None = None  # its own ``compare`` or the spec's
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ class Spec:
     plugins: Plugins | None = field(default=None, compare=False, repr=False)
     reading: DataReading = field(default_factory=DataReading)
     executor: ExecutorSection = field(default_factory=ExecutorSection)
+    by: Grouping | None = None
+    compare: Comparing | None = None
     # (raw, sha256, path, base, data override): how another process rebuilds this spec (load_origin)
     origin: tuple | None = field(default=None, compare=False, repr=False)
 
@@ -213,8 +218,8 @@ class Spec:
             return str(path)
 
     def resolved(self) -> dict:
-        """Every setting as resolved (defaults filled in), for provenance."""
-        return {
+        """Every setting as resolved (defaults filled in), for provenance (``by``/``compare`` only when set)."""
+        resolved = {
             "study": params_dict(self.study),
             "data": {**params_dict(self.data), "path": self.relative(self.data_path)},
             "cohort": {
@@ -232,6 +237,19 @@ class Spec:
             "table": params_dict(self.table),
             "disclosure": params_dict(self.disclosure),
         }
+        for name in ("by", "compare"):
+            if getattr(self, name) is not None:
+                resolved[name] = getattr(self, name).plain()
+        for entry, endpoint, raw in zip(resolved["endpoints"], self.endpoints, _endpoint_items(self.raw), strict=False):
+            for name in ("by", "compare"):
+                if isinstance(raw, dict) and name in raw:
+                    entry[name] = None if getattr(endpoint, name) is None else getattr(endpoint, name).plain()
+        return resolved
+
+
+def _endpoint_items(raw: dict) -> list:
+    items = raw.get("endpoints")
+    return items if isinstance(items, list) else []
 
 
 # --------------------------------------------------------------------------- YAML
@@ -402,7 +420,9 @@ def _read_one_spec_file(path: Path) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- validation
 
-TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins", "disclosure", "executor")
+TOP_LEVEL = ("study", "data", "cohort", "defaults", "endpoints", "statistics", "table", "sensitivity", "plugins", "disclosure", "executor",
+             "by", "compare")
+ENDPOINT_KEYS = ("id", "plugin", "params", "title", "by", "compare")
 ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
@@ -481,7 +501,8 @@ def _reached_by_default(spec: Spec, name: str) -> list[str]:
     return reached
 
 
-def _endpoints(raw: dict, plugins: Plugins, defaults: dict[str, Any]) -> tuple[EndpointSpec, ...]:
+def _endpoints(raw: dict, plugins: Plugins, defaults: dict[str, Any], by: Grouping | None = None,
+               compare: Comparing | None = None) -> tuple[EndpointSpec, ...]:
     items = raw.get("endpoints")
     if items is None:
         raise SpecError("endpoints", "missing: list at least one endpoint, e.g. [{id: arr, plugin: arr_change}]")
@@ -493,8 +514,8 @@ def _endpoints(raw: dict, plugins: Plugins, defaults: dict[str, Any]) -> tuple[E
         if not isinstance(item, dict):
             raise SpecError(path, f"expected a mapping {{id, plugin, params}}, got {item!r}")
         for key in item:
-            if key not in ("id", "plugin", "params", "title"):
-                raise SpecError(f"{path}.{key}", f"unknown key{suggest(key, ['id', 'plugin', 'params', 'title'])}; valid keys: id, plugin, params, title")
+            if key not in ENDPOINT_KEYS:
+                raise SpecError(f"{path}.{key}", f"unknown key{suggest(key, ENDPOINT_KEYS)}; valid keys: {', '.join(ENDPOINT_KEYS)}")
         plugin_name = item.get("plugin")
         if plugin_name is None:
             raise SpecError(f"{path}.plugin", "missing: name the endpoint plugin, e.g. arr_change")
@@ -517,7 +538,13 @@ def _endpoints(raw: dict, plugins: Plugins, defaults: dict[str, Any]) -> tuple[E
         if item.get("title") is not None and not isinstance(item["title"], str | int | float):
             raise SpecError(f"{path}.title", f"expected a title (text), got {item['title']!r}")
         title = item.get("title") or endpoint.title or plugin_name
-        out.append(EndpointSpec(id=endpoint_id, plugin=plugin_name, params=params, title=str(title)))
+        own_by = parse_by(item["by"], f"{path}.by") if "by" in item else by
+        own_compare = parse_compare(item["compare"], f"{path}.compare") if "compare" in item else (compare if own_by else None)
+        if own_compare is not None and own_by is None:
+            raise SpecError(f"{path}.compare", "compares groups, but this endpoint has no grouping: add by: <patient column> "
+                                               "(or named groups) to it or to the spec")
+        out.append(EndpointSpec(id=endpoint_id, plugin=plugin_name, params=params, title=str(title), by=own_by,
+                                compare=own_compare))
     return tuple(out)
 
 
@@ -577,7 +604,11 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
         plugins.renderers.get(table.format, "table.format")
     cohort = _cohort(raw, plugins, cutoff)
     defaults = _defaults(raw, plugins)
-    endpoints = _endpoints(raw, plugins, defaults)
+    by = parse_by(raw.get("by"), "by")
+    compare = parse_compare(raw.get("compare"), "compare")
+    endpoints = _endpoints(raw, plugins, defaults, by, compare)
+    if compare is not None and not any(e.by for e in endpoints):
+        raise SpecError("compare", "compares groups, but no grouping is set: add by: <patient column> (or named groups)")
     ids = {e.id for e in endpoints}
     for i, item in enumerate(table.show):
         if item.split(".")[0] not in ids:
@@ -594,7 +625,7 @@ def validate(raw: dict, *, path: Path | None = None, sha256: str = "", plugins: 
         cohort=cohort, endpoints=endpoints, statistics=statistics,
         paired_test=PairedTestSettings(**dataclasses.asdict(paired)), table=table,
         plugin_files=files, defaults=defaults, disclosure=disclosure, variant=variant, plugins=plugins, reading=reading,
-        executor=executor,
+        executor=executor, by=by, compare=compare,
     )
 
 
@@ -719,6 +750,8 @@ def expand_variants(raw: dict, primary: Spec) -> list[tuple[str, dict]]:
 
 def _target(raw: dict, dotted: str, where: str, primary: Spec | None = None) -> tuple[dict, str]:
     """The mapping and key a dotted variant path points into, creating empty levels as needed."""
+    if dotted in ("by", "compare"):  # the grouping is a sensitivity axis: the whole setting is replaced
+        return raw, dotted
     parts = str(dotted).split(".")
     if len(parts) < 2 or not all(parts):
         raise SpecError(where, f"expected a dotted path such as arr.post_lag_days or cohort.grace_days, got '{dotted}'")

@@ -19,6 +19,7 @@ import pandas as pd
 from endpointkit import hookimpl
 from endpointkit.data import LINE, ORIGIN
 from endpointkit.errors import DataError
+from endpointkit.partitioned_dataset import column_values, is_partitioned, read_part, read_whole
 from endpointkit.plugins.sources import _categorical, read_regular_file
 from endpointkit.reading import Request
 
@@ -118,10 +119,12 @@ class Workbook:
 
 
 class ParquetFolder:
-    """A folder of Parquet files, ``<table>.parquet`` (or the names in ``data.tables``)."""
+    """A folder of Parquet files, ``<table>.parquet`` (or the names in ``data.tables``), or a dataset
+    written by ``endpointkit partition`` (read whole, or one partition at a time by a run's tasks)."""
 
     name = "parquet"
-    description = "A folder of Parquet files, one per canonical table (patients.parquet, ... or the names in data.tables)."
+    description = ("A folder of Parquet files, one per canonical table (patients.parquet, ... or the names in data.tables), "
+                   "or a partitioned dataset written by endpointkit partition.")
 
     def describe(self, table: str) -> str:
         return f"{table}.parquet"
@@ -133,6 +136,8 @@ class ParquetFolder:
         request = request or Request()
         if root.is_file():
             raise DataError("data", f"expected a folder of Parquet files, got a file: {root}")
+        if is_partitioned(root):  # written by endpointkit partition: every partition, in the original order
+            return read_whole(root, table)
         path = root / (request.name or f"{table}.parquet")
         if not path.exists():
             if request.name:
@@ -144,6 +149,18 @@ class ParquetFolder:
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(table, f"{path.name} is not a Parquet file: {exc}") from None
         return _numbered(_from_arrow(arrow), path.name, 1), hashlib.sha256(raw).hexdigest()
+
+    def reads_partitions(self, root: Path) -> bool:
+        """A dataset written by ``endpointkit partition`` is read one partition at a time."""
+        return is_partitioned(root)
+
+    def read_partition(self, root: Path, table: str, request: Request | None, part: int, parts: int) -> tuple[pd.DataFrame, str] | None:
+        """Partition ``part`` of ``parts`` of a partitioned dataset's table (raw, as its source gave it)."""
+        return read_part(root, table, part, parts)
+
+    def column_values(self, root: Path, table: str, columns: list[str]) -> dict[str, pd.Series]:
+        """The distinct raw values of some columns over the whole table (all partitions)."""
+        return column_values(root, table, columns)
 
 
 _QUERY = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
