@@ -212,7 +212,7 @@ def dask_client(settings: ExecutorSettings):
         raise UsageError("--executor dask needs Dask: pip install 'endpointkit[dask]'") from None
     if settings.scheduler:
         try:
-            return Client(settings.scheduler, timeout="20s")
+            return Client(settings.scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"--scheduler {settings.scheduler}: cannot reach a Dask scheduler there ({exc})") from None
     workers = settings.workers if settings.workers > 1 else (os.cpu_count() or 1)
@@ -243,14 +243,14 @@ def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[t
     retried by Dask."""
     from distributed import as_completed as dask_completed
 
-    with dask_session(settings) as client:
+    with dask_session(settings) as client, warnings.catch_warnings():
+        # partitions held here travel inside their tasks, by design (see above): not a mistake to warn of
+        warnings.filterwarnings("ignore", message=".*(large graph|Large object)", category=UserWarning)
         futures = {}
-        with warnings.catch_warnings():  # partitions held here travel inside their tasks (see the docstring)
-            warnings.filterwarnings("ignore", message=".*Large object.*", category=UserWarning)
-            for i, task in enumerate(tasks):
-                data = job.parts[task.part] if job.parts else None
-                futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
-                                      key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
+        for i, task in enumerate(tasks):
+            data = job.parts[task.part] if job.parts else None
+            futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
+                                  key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
         for future in dask_completed(futures):
             if future.status == "error":
                 exc = future.exception()

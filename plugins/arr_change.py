@@ -8,12 +8,17 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from endpointkit import Duration, Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.endpoint import excluded_by_reason
 from endpointkit.errors import SpecError
-from endpointkit.stats import median_row, poisson_rate_row, proportion_row, signed_rank_row
+from endpointkit.stats import (
+    median_row,
+    poisson_rate_row,
+    proportion_row,
+    scipy_stats,
+    signed_rank_row,
+)
 
 PreWindow = Literal["since_onset", "since_onset_excl_first", "last_12m", "last_24m", "since_prior_treatment"]
 LOOKBACK_DAYS = {"last_12m": Duration(12, "months").days, "last_24m": Duration(24, "months").days}
@@ -147,7 +152,7 @@ def rate_ratio_row(pre_events: int, pre_years: float, post_events: int, post_yea
     total = pre_events + post_events
     if total == 0 or pre_events == 0 or pre_years <= 0 or post_years <= 0:
         return Row(measure="rate_ratio", stat="rate_ratio", n=n, estimate=None, interval="95% CI", label=RATE_RATIO_LABEL)
-    ci = stats.binomtest(post_events, total).proportion_ci(confidence_level=0.95, method="exact")
+    ci = scipy_stats().binomtest(post_events, total).proportion_ci(confidence_level=0.95, method="exact")
     scale = pre_years / post_years
 
     def to_ratio(p: float) -> float:
@@ -183,7 +188,7 @@ def robust_rate_ratio_row(pre_events: np.ndarray, pre_days: np.ndarray, post_eve
                    test=ROBUST_RATE_RATIO_TEST + " (not estimable: no relapse after index or fewer than 2 patients)")
     u = (y1 / Y1 - t1 / T1) - (y0 / Y0 - t0 / T0)
     se = float(np.sqrt(n / (n - 1) * np.dot(u, u)))
-    half = float(stats.t.ppf(0.975, n - 1)) * se
+    half = float(scipy_stats().t.ppf(0.975, n - 1)) * se
     log_rr = float(np.log(Y1 / T1) - np.log(Y0 / T0))
     return Row(
         measure="rate_ratio", stat="rate_ratio", n=n, estimate=estimate, low=float(np.exp(log_rr - half)),

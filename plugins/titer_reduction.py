@@ -37,13 +37,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.data import LINE
 from endpointkit.endpoint import excluded_by_reason
 from endpointkit.errors import SpecError
-from endpointkit.stats import median_row, proportion_row, signed_rank_row
+from endpointkit.stats import median_row, proportion_row, scipy_stats, signed_rank_row
 
 DASH = "\u2013"
 POSITIVE_BEFORE = "_positive_before"  # a column of the derived frame only
@@ -136,7 +135,7 @@ def geometric_mean_row(measure: str, values: pd.Series, label: str) -> Row:
         mean = float(logs.mean())
         low = high = None
         if n > 1:
-            half = float(stats.t.ppf(0.975, n - 1)) * float(logs.std(ddof=1)) / math.sqrt(n)
+            half = float(scipy_stats().t.ppf(0.975, n - 1)) * float(logs.std(ddof=1)) / math.sqrt(n)
             low, high = float(2.0 ** (mean - half)), float(2.0 ** (mean + half))
         row = Row(measure=measure, stat="geometric_mean", n=n, estimate=float(2.0**mean), low=low, high=high,
                   interval="95% CI", label=label, test="2**mean(log2 titer); 95% CI from the t distribution on log2")

@@ -232,3 +232,38 @@ def test_independent_items_run_on_every_executor_in_order(cluster, executor):
     assert map_items(math.factorial, list(range(12)), settings, progress=lambda done, total, _: seen.append((done, total))) == [
         math.factorial(n) for n in range(12)]
     assert seen[-1] == (12, 12)
+
+
+# --------------------------------------------------------------------------- the studies themselves
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+@pytest.fixture(scope="module")
+def registry_20000(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("registry_20000") / "data"
+    assert main(["simulate", "--patients", "20000", "--seed", "11", "-o", str(folder)]) == 0
+    return folder
+
+
+def run_study(folder: Path, argv: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["run", *argv, "-o", "out", "--quiet"]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder / "out"
+
+
+@pytest.mark.parametrize("name", ["demo", "sensitivity grid", "20,000-patient registry"])
+def test_the_studies_run_on_a_dask_cluster_as_on_one_process(name, cluster, registry_20000, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    argv = {"demo": [str(SPECS / "ivig_nmosd.yaml")],
+            "sensitivity grid": [str(SPECS / "ivig_nmosd_sensitivity.yaml")],
+            "20,000-patient registry": [str(SPECS / "registry.yaml"), "--data", str(registry_20000)]}[name]
+    serial = run_study(tmp_path / "serial", argv)
+    on_dask = run_study(tmp_path / "dask", [*argv, "--executor", "dask", "--scheduler", cluster.scheduler_address,
+                                            "--partitions", "3"])
+    assert_same_files(serial, on_dask)
