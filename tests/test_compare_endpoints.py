@@ -329,3 +329,17 @@ def test_grouped_compared_run_is_byte_identical_for_1_and_3_partitions(study, tm
     assert outputs[0].keys() == outputs[1].keys()
     for name in outputs[0]:
         assert outputs[0][name] == outputs[1][name], name
+
+
+def test_a_run_without_compare_does_not_import_statsmodels(tmp_path):
+    """The comparisons import statsmodels (about a second): only a run that compares pays it."""
+    import subprocess
+    import sys
+
+    from tests.paths import DEMO_SPEC
+
+    code = ("import sys; from endpointkit.cli import main; "
+            f"status = main(['run', {str(DEMO_SPEC)!r}, '-o', {str(tmp_path / 'out')!r}, '--quiet']); "
+            "assert status == 0, status; assert 'statsmodels' not in sys.modules, 'statsmodels imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
