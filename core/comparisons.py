@@ -16,6 +16,7 @@ different lengths, an unknown option).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from scipy import linalg, stats
 from .endpoint import Row
 
 __all__ = [
-    "hazard_ratio_rows", "km_difference_rows", "logrank_rows", "mann_whitney_rows",
+    "hazard_ratio_rows", "labelled", "km_difference_rows", "logrank_rows", "mann_whitney_rows",
     "proportion_difference_rows", "rate_ratio_rows", "ratio_of_rate_ratios_rows", "smd_rows",
 ]
 
@@ -84,6 +85,11 @@ def _finite(x: float) -> float | None:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def labelled(rows: list[Row], label: str, measure: str | None = None) -> list[Row]:
+    """``rows`` with the table label (and measure name) an endpoint gives its comparison."""
+    return [dataclasses.replace(row, label=label, measure=measure or row.measure) for row in rows]
 
 
 # --------------------------------------------------------------------------- categorical tests

@@ -207,8 +207,9 @@ def group_notes(result: VariantResult) -> list[str]:
             text += "; 'missing' = no value (or no group fits)"
         notes.append(text + ".")
     if any(e.compare is not None for e in spec.endpoints):
-        notes.append("'A vs B' columns: between-group comparisons of group A with the reference group B "
-                     "(the method of each is recorded in results.csv).")
+        notes.append("'<group> vs <reference>' columns: between-group comparisons of each group with the reference "
+                     "group, named second (the method of each is recorded in results.csv); differences of proportions "
+                     "in percentage points (pp).")
     return notes
 
 

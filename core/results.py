@@ -43,7 +43,7 @@ def percent_decimals(table: TableSection, n: int | None) -> int:
 
 def is_ratio(stat: str, measure: str) -> bool:
     """Ratios (rate ratios, hazard or odds ratios) print with 2 decimals unless the spec says otherwise."""
-    return stat.endswith("ratio") or measure.endswith("ratio")
+    return stat.endswith(("ratio", "ratios")) or measure.endswith(("ratio", "ratios"))
 
 
 def decimals_for(table: TableSection, endpoint: str, measure: str, stat: str) -> int:
@@ -87,6 +87,37 @@ def format_p(p: float | None, style: str) -> str:
 
 
 NOT_REACHED = "NR"
+# between-group statistics (endpointkit.comparisons): their p-value is shown beside the estimate
+COMPARISON_STATS = ("smd", "rate_ratio", "ratio_of_rate_ratios", "hazard_ratio", "logrank", "km_difference",
+                    "proportion_difference", "median_difference", "hodges_lehmann")
+POINTS = ("km_difference", "proportion_difference")  # differences of proportions: in percentage points
+
+
+def _with_p(text: str, row: Row, style: str) -> str:
+    if row.p_value is None or (isinstance(row.p_value, float) and math.isnan(row.p_value)):
+        return text
+    p = format_p(row.p_value, style)
+    return f"{text}, {p}" if style == "ama" else f"{text}, p {'< ' + p[1:] if p.startswith('<') else '= ' + p}"
+
+
+def format_comparison(row: Row, table: TableSection, decimals: int, percent: int) -> str:
+    """A between-group row: differences of proportions in percentage points, the log-rank test as its
+    chi-square, the rest as numbers; the 95% CI when there is one, then the p-value."""
+    if row.stat in POINTS:
+        def points(v: float | None) -> str:
+            return "NA" if v is None else _num(100 * v, percent)
+
+        text = f"{'+' if row.estimate > 0 else ''}{points(row.estimate)} pp"
+        if row.low is not None and row.high is not None:
+            text += f" (95% CI {points(row.low)} to {points(row.high)})"
+        return _with_p(text, row, table.p_style)
+    if row.stat == "logrank":
+        return _with_p(f"chi-square {_num(row.estimate, 1)}", row, table.p_style)
+    d = max(decimals, 2) if row.stat == "smd" else decimals
+    text = _num(row.estimate, d)
+    if row.low is not None and row.high is not None:
+        text += f" (95% CI {_num(row.low, d)}{DASH}{_num(row.high, d)})"
+    return _with_p(text, row, table.p_style)
 
 
 def format_display(row: Row, table: TableSection, *, endpoint: str = "", kind: str = "outcome",
@@ -104,6 +135,8 @@ def format_display(row: Row, table: TableSection, *, endpoint: str = "", kind: s
     est = row.estimate
     if row.stat == "test":
         return format_p(row.p_value, table.p_style)
+    if row.stat in COMPARISON_STATS and " vs " in row.group and est is not None and not (isinstance(est, float) and math.isnan(est)):
+        return format_comparison(row, table, d, percent_decimals(table, percent_n))
     if est is None or (isinstance(est, float) and math.isnan(est)):
         if row.stat == "km_median":  # not reached; its upper limit is not reached either
             return NOT_REACHED if row.low is None else f"{NOT_REACHED} (95% CI {_num(row.low, d)}{DASH}{NOT_REACHED})"

@@ -34,6 +34,7 @@ class ArrParams:
     min_post_days: int = param(0, "Patients with a shorter post window are excluded from this endpoint (counted).")
     summary: Literal["median_iqr", "mean_sd", "median_range", "crude"] = param("median_iqr", "Cohort summary of the per-patient ARRs; crude = sum of relapses / sum of person-years with exact Poisson CI.")
     responder: Literal["reduced", "halved", "relapse_free"] = param("reduced", "Responder: post < pre, post <= pre/2, or no relapse after index.")
+    compare_model: Literal["negative_binomial", "poisson_robust"] = param("negative_binomial", "Between-group comparisons (compare:): model of the post-index rate ratio, negative binomial (over-dispersed counts) or Poisson with robust errors; the ratio of the groups' post/pre rate ratios uses the matching two-period model (negative binomial clustered by patient, or Poisson GEE).")
     rate_ratio_ci: Literal["exact", "robust"] = param("exact", "95% CI of the crude post/pre rate ratio (summary: crude): exact = conditional binomial (Poisson counts); robust = patient-clustered sandwich, for relapse rates that vary between patients.")
 
     def check(self, path: str) -> None:
@@ -203,7 +204,7 @@ class ArrChange(Endpoint):
     requires = ("relapses",)
     Params = ArrParams
     headline = ("pre", "post", "paired_test", "responders")
-    summary_params = ("summary", "responder", "rate_ratio_ci")
+    summary_params = ("summary", "responder", "rate_ratio_ci", "compare_model")
 
     def derive(self, cohort, params: ArrParams, ctx) -> pd.DataFrame:
         """Each patient's windows, relapse counts, ARRs and exclusion reason (their own records only)."""
@@ -260,6 +261,22 @@ class ArrChange(Endpoint):
             )
         excluded = excluded_by_reason(frame["patient_id"], frame["exclusion_reason"])
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: ArrParams, ctx) -> list[Row]:
+        """Ratio of post-index relapse rates between groups (count model, log person-time offset) and
+        the ratio of the groups' post/pre rate ratios (period x group), on the analysed patients."""
+        from endpointkit.comparisons import labelled, rate_ratio_rows, ratio_of_rate_ratios_rows
+
+        used = per_patient["included"].to_numpy(dtype=bool)
+        frame, group = per_patient[used], groups[used]
+        pre_years, post_years = frame["pre_days"] / ctx.year_days, frame["post_days"] / ctx.year_days
+        words = {"negative_binomial": "negative binomial", "poisson_robust": "Poisson, robust SE"}[params.compare_model]
+        two_period = {"negative_binomial": "negative_binomial_cluster", "poisson_robust": "poisson_gee"}[params.compare_model]
+        post = rate_ratio_rows(frame["post_relapses"], post_years, group, levels, model=params.compare_model)
+        ratio = ratio_of_rate_ratios_rows(frame["pre_relapses"], pre_years, frame["post_relapses"], post_years, group, levels,
+                                          model=two_period)
+        return (labelled(post, f"Post-index ARR, rate ratio ({words}, 95% CI)", "post_rate_ratio")
+                + labelled(ratio, "Post/pre rate ratio, ratio between groups (95% CI)", "ratio_of_rate_ratios"))
 
 
 @hookimpl

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 
-from endpointkit import Endpoint, EndpointResult, hookimpl, param
+from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.errors import SpecError
 from endpointkit.stats import count_row, median_row, proportion_row
 
@@ -92,6 +93,31 @@ class Characteristics(Endpoint):
                  "female = sex F/female over all patients; categorical levels are n (%) of all patients."]
         per_patient = frame.drop(columns=[c for c in frame.columns if c.startswith(KEPT)])
         return EndpointResult(rows=rows, per_patient=per_patient, notes=notes)
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: CharacteristicsParams,
+                ctx) -> list[Row]:
+        """Balance between groups: SMD per reported variable (as tableone), with Mann-Whitney or
+        chi-square/Fisher p; female and text variables categorical, ages and numbers continuous."""
+        from endpointkit.comparisons import smd_rows
+
+        continuous = ["age_at_index", "disease_duration_at_index"]
+        categorical = ["female"]
+        data = per_patient[["female", *continuous]].copy()
+        for variable in params.variables:  # a variable of a built-in name replaces it, as in the rows
+            values = per_patient[variable]
+            for kind in (continuous, categorical):
+                if variable in kind:
+                    kind.remove(variable)
+            if pd.api.types.is_numeric_dtype(values) and variable not in params.categorical:
+                data[variable] = values
+                continuous.append(variable)
+            else:
+                data[variable] = values.astype("string").str.strip().astype(object).where(values.notna(), None)
+                categorical.append(variable)
+        rows = smd_rows(data, groups, levels, continuous=continuous, categorical=categorical)
+        names = {"female": "Female", "age_at_index": "Age at index", "disease_duration_at_index": "Disease duration at index"}
+        return [dataclasses.replace(row, measure=f"smd:{row.measure}",
+                                    label=f"{names.get(row.measure, row.measure)}, SMD") for row in rows]
 
 
 @hookimpl

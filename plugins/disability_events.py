@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from endpointkit import Endpoint, EndpointResult, hookimpl, param
+from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.errors import SpecError
 from endpointkit.params import MONTH_DAYS
 from endpointkit.plugins.disability_engine import (
@@ -345,6 +345,23 @@ class DisabilityEvents(Endpoint):
                     for r in first["exclusion_reason"].dropna().unique()}
         return EndpointResult(rows=rows, per_patient=frame, notes=_notes(params, relapses_loaded), excluded=excluded)
 
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: DisabilityParams,
+                ctx) -> list[Row]:
+        """Between groups, on the analysed patients: the difference in the proportion with each
+        reported event type (Newcombe CI); the frame has a row per event, so patients are counted once."""
+        from endpointkit.comparisons import labelled, proportion_difference_rows
+
+        used = per_patient["included"].to_numpy(dtype=bool)
+        frame = per_patient[used]
+        group = groups[used].groupby(frame["patient_id"].to_numpy(), sort=False).first()
+        rows = []
+        for kind in params.event_types():
+            hit = ((frame["event_type"] == kind) | (frame["cdw_type"] == kind)).to_numpy(dtype=bool)
+            patient_hit = pd.Series(hit).groupby(frame["patient_id"].to_numpy(), sort=False).any()
+            rows += labelled(proportion_difference_rows(patient_hit.reindex(group.index), group, levels),
+                             f"Patients with {TYPE_WORDS[kind]}, difference in proportions (95% CI)", f"{kind}_difference")
+        return rows
+
 
 def _visits_words(params: DisabilityParams) -> str:
     if params.scale == "edss":
@@ -494,6 +511,16 @@ class DisabilityMilestone(Endpoint):
         excluded = {r: frame.loc[frame["exclusion_reason"] == r, "patient_id"].tolist()
                     for r in frame["exclusion_reason"].dropna().unique()}
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: MilestoneParams,
+                ctx) -> list[Row]:
+        """Between groups, on the analysed patients: the difference in the proportion reaching the
+        milestone (Newcombe CI)."""
+        from endpointkit.comparisons import labelled, proportion_difference_rows
+
+        used = per_patient["included"].to_numpy(dtype=bool)
+        return labelled(proportion_difference_rows(per_patient.loc[used, "reached"].astype(bool), groups[used], levels),
+                        f"Confirmed EDSS >= {params.milestone:g}, difference in proportions (95% CI)", "milestone_difference")
 
 
 @hookimpl

@@ -30,12 +30,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from endpointkit import Endpoint, EndpointResult, hookimpl, param
+from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.params import MONTH_DAYS
 from endpointkit.plugins.relapse_free import (
     check_landmarks,
     fit_km,
     landmark_rows,
+    survival_comparisons,
     unique_landmarks,
 )
 from endpointkit.stats import median_row, proportion_row
@@ -132,6 +133,14 @@ class Discontinuation(Endpoint):
         elif landmarks:
             notes.append("landmarks_months apply to method km only and were not used (method descriptive).")
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, curves={"Persistence on treatment": km})
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: DiscontinuationParams,
+                ctx) -> list[Row]:
+        """Time to discontinuation between groups (every patient): log-rank, Cox HR, and under
+        ``km`` the difference in persistence at each landmark."""
+        landmarks = params.landmarks_months if params.method == "km" else []
+        return survival_comparisons(per_patient["km_time_months"], per_patient["km_event"], groups, levels, landmarks,
+                                    "Time to discontinuation", "Persistent")
 
 
 @hookimpl

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from endpointkit import Endpoint, EndpointResult, hookimpl, param
+from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.params import MONTH_DAYS
 from endpointkit.plugins.disability_engine import THRESHOLD_BANDS, threshold
 from endpointkit.stats import median_row, paired_test_row, proportion_row
@@ -389,6 +389,21 @@ class EdssProgression(Endpoint):
         notes = self._notes(params, int(frame["scores_ignored_near_relapse"].sum()), relapses_loaded,
                             int(frame["same_day_scores_dropped"].sum()))
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: EdssParams, ctx) -> list[Row]:
+        """Between groups, on the analysed patients: differences in the proportions without worsening
+        and improved (Newcombe CI), and Mann-Whitney on the EDSS change (final - baseline)."""
+        from endpointkit.comparisons import labelled, mann_whitney_rows, proportion_difference_rows
+
+        used = per_patient["included"].to_numpy(dtype=bool)
+        frame, group = per_patient[used], groups[used]
+        rows = []
+        for flag, words in (("no_progression", "No worsening"), ("improved", "Improved")):
+            rows += labelled(proportion_difference_rows(frame[flag].astype(bool), group, levels),
+                             f"{words}, difference in proportions (95% CI)", f"{flag}_difference")
+        rows += labelled(mann_whitney_rows(frame["change"], group, levels, quantile_method=ctx.quantile_method),
+                         "EDSS change, difference in medians (Mann-Whitney)", "change_mann_whitney")
+        return rows
 
     @staticmethod
     def _notes(params: EdssParams, ignored: int, relapses_loaded: bool, dropped: int) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from endpointkit import Duration, Endpoint, EndpointResult, hookimpl, param
+from endpointkit import Duration, Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.errors import SpecError
 from endpointkit.params import MONTH_DAYS
 from endpointkit.stats import (
@@ -80,6 +80,26 @@ def fit_km(times: pd.Series, events: pd.Series) -> KaplanMeier:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The confidence interval is undefined", category=RuntimeWarning)
         return KaplanMeier.fit(times.to_numpy(dtype=float), events.to_numpy(dtype=bool))
+
+
+def survival_comparisons(times: pd.Series, events: pd.Series, groups: pd.Series, levels: list[str],
+                         landmarks: list[float], words: str, prefix: str) -> list[Row]:
+    """Log-rank test, Cox hazard ratio and the difference in KM survival at each landmark (read at
+    the same time as the endpoint's own landmark rows), between groups."""
+    from endpointkit.comparisons import (
+        hazard_ratio_rows,
+        km_difference_rows,
+        labelled,
+        logrank_rows,
+    )
+
+    time, event = times.to_numpy(dtype=float), events.astype(bool).to_numpy(dtype=float)
+    rows = labelled(logrank_rows(time, event, groups, levels), f"{words}, log-rank chi-square")
+    rows += labelled(hazard_ratio_rows(time, event, groups, levels), f"{words}, hazard ratio (Cox, 95% CI)")
+    for m in unique_landmarks(landmarks):
+        rows += labelled(km_difference_rows(time, event, groups, levels, landmark_months(m)),
+                         f"{prefix} at {months_words(m)}, KM difference (95% CI)", f"km_difference_{landmark_label(m)}m")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -190,6 +210,16 @@ class RelapseFree(Endpoint):
         excluded = {frame.loc[~frame["included"], "exclusion_reason"].iloc[0]: excluded_ids} if excluded_ids else {}
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded,
                               curves={"Relapse-free survival": km})
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: RelapseFreeParams,
+                ctx) -> list[Row]:
+        """Time to first relapse between groups (analysed patients): log-rank, Cox HR, and under
+        ``km`` the difference in relapse-free survival at each landmark."""
+        used = per_patient["included"].to_numpy(dtype=bool)
+        frame = per_patient[used]
+        landmarks = params.landmarks_months if params.method == "km" else []
+        return survival_comparisons(frame["km_time_months"], frame["km_event"], groups[used], levels, landmarks,
+                                    "Time to first relapse", "Relapse-free")
 
 
 @hookimpl

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from endpointkit import Endpoint, EndpointResult, hookimpl, param
+from endpointkit import Endpoint, EndpointResult, Row, hookimpl, param
 from endpointkit.stats import count_row, poisson_rate_row, proportion_row
 
 SEVERE_WORDS = {
@@ -247,6 +247,19 @@ class Safety(Endpoint):
                 "patients whose worst grade for the term is >= 3, each counted once per term, n (%) of all patients."
             )
         return EndpointResult(rows=rows, per_patient=per_patient, notes=notes, excluded={})
+
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: SafetyParams, ctx) -> list[Row]:
+        """Between groups, over every patient: differences in the headline proportions (any, severe,
+        severe leading to discontinuation), Newcombe CI."""
+        from endpointkit.comparisons import labelled, proportion_difference_rows
+
+        words = {"any_ae": "Any adverse event", "severe_ae": f"Severe adverse event ({SEVERE_WORDS[params.severe]})",
+                 "severe_ae_led_to_discontinuation": "Severe adverse event leading to discontinuation"}
+        rows = []
+        for flag in self.headline:
+            rows += labelled(proportion_difference_rows(per_patient[flag].astype(bool), groups, levels),
+                             f"{words[flag]}, difference in proportions (95% CI)", f"{flag}_difference")
+        return rows
 
 
 @hookimpl

@@ -298,6 +298,19 @@ class TiterReduction(Endpoint):
         excluded = excluded_by_reason(frame["patient_id"], reasons)
         return EndpointResult(rows=rows, per_patient=frame, notes=notes, excluded=excluded)
 
+    def compare(self, per_patient: pd.DataFrame, groups: pd.Series, levels: list[str], params: TiterParams, ctx) -> list[Row]:
+        """Between groups: the difference in the proportion becoming negative (its own denominator:
+        positive before, with a post titer) and Mann-Whitney on log2(post / pre) of complete pairs."""
+        from endpointkit.comparisons import labelled, mann_whitney_rows, proportion_difference_rows
+
+        rows = labelled(proportion_difference_rows(per_patient["became_negative"], groups, levels),
+                        "Became negative, difference in proportions (95% CI)", "became_negative_difference")
+        pair = per_patient["pair"].to_numpy(dtype=bool)
+        rows += labelled(mann_whitney_rows(per_patient.loc[pair, "log2_fold_change"], groups[pair], levels,
+                                           quantile_method=ctx.quantile_method),
+                         "Titer change (log2 fold), difference in medians (Mann-Whitney)", "log2_fold_change_mann_whitney")
+        return rows
+
 
 @hookimpl
 def register_endpoints():
