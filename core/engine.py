@@ -442,7 +442,9 @@ def run_spec(
         raise UsageError("--executor dask: the spec must come from a file, a mapping or YAML text (its workers load it again)")
     outputs = execute(job, tasks_for(plan, parts, settings.workers), settings, progress)
     merged = merge(outputs, plan)
-    if not job.parts:  # read by the tasks: the checksums they saw
+    read_by_tasks = not job.parts
+    del outputs, job  # the partitions' maps (and any partitions split here) are no longer needed
+    if read_by_tasks:  # the checksums the tasks saw
         described = dataclasses.replace(described, checksums=merged.checksums)
     cache: dict = {}
     results = [reduce_variant(v, plan, merged, plugins, cache, only) for v in variants]

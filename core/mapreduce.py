@@ -351,7 +351,10 @@ def _merge_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
-    """The partitions' maps as the map of the whole data (exact: counts add, rows concatenate)."""
+    """The partitions' maps as the map of the whole data (exact: counts add, rows concatenate).
+
+    Consumes the outputs' per-patient frames: each is released once merged, so that the merge
+    never holds the partitions' frames and the merged ones at once."""
     outputs = sorted(outputs, key=lambda o: o.part)
     cohorts = {}
     for key, settings in plan.cohorts.items():
@@ -359,7 +362,7 @@ def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
         cohorts[key] = _merge_cohort(parts, settings, plan.groupings.get(key, {}))
     results: dict[tuple, Any] = {}
     for key in plan.steps:
-        parts = [o.results[key] for o in outputs if key in o.results]
+        parts = [o.results.pop(key) for o in outputs if key in o.results]
         failed = next((p for p in parts if isinstance(p, Failure)), None)
         if failed is not None:
             results[key] = failed
@@ -367,6 +370,7 @@ def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
             results[key] = parts[0]  # a whole-cohort compute: one partition only
         elif parts:
             results[key] = _merge_frames(parts)
+        del parts
         for gkey in plan.whole_groups.get(key, {}):
             within = [o.results[(*key, "by", gkey)] for o in outputs if (*key, "by", gkey) in o.results]
             if within:
