@@ -109,6 +109,7 @@ class Measured:
     tree_peak: int = 0  # largest sum of VmRSS over the tree at one sample
     killed: str = ""
     stderr: str = ""
+    stdout: str = ""
     load_before: str = ""
     load_after: str = ""
 
@@ -125,9 +126,9 @@ def measure(label: str, command: list[str], cwd: Path, memory_cap: float, env: d
     """Run ``command`` to completion, sampling its process tree (see the module docstring)."""
     m = Measured(label=label, command=command, load_before=_load())
     stop = threading.Event()
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, env=env, start_new_session=True)
 
         def sample() -> None:
             while not stop.is_set():
@@ -165,6 +166,8 @@ def measure(label: str, command: list[str], cwd: Path, memory_cap: float, env: d
         m.cpu = usage.ru_utime + usage.ru_stime
         err.seek(0)
         m.stderr = err.read().decode("utf-8", "replace")[-1500:]
+        out.seek(0)
+        m.stdout = out.read().decode("utf-8", "replace")[-20000:]
     m.load_after = _load()
     return m
 
@@ -218,6 +221,72 @@ def compare(reference: Path, other: Path) -> str:
     return f"DIFFERENT: {len(differ)} files differ {differ[:5]}, {len(missing)} only on one side {missing[:5]}"
 
 
+# --------------------------------------------------------------------------- where the calling process's memory goes
+
+
+def probe_phases(data: Path, partitions: int) -> None:
+    """The serial run's calling process, phase by phase (the steps of ``engine.run_spec``): resident
+    memory now and its high-water mark after each phase, and the bytes of what is held (the
+    partitions' maps, the merged per-patient frames). Prints one line per phase."""
+    import gc
+
+    import pandas as pd
+
+    from endpointkit.data import CohortData
+    from endpointkit.disclosure import apply_disclosure
+    from endpointkit.engine import (
+        data_source,
+        executor_settings,
+        job_from_recipe,
+        merge,
+        partition_reader,
+        plan_run,
+        recipe_of,
+        reduce_variant,
+        select_variants,
+    )
+    from endpointkit.executors import execute, tasks_for
+    from endpointkit.results import Results
+    from endpointkit.spec import load_spec
+
+    def frames_bytes(values) -> int:
+        return sum(int(v.memory_usage(deep=True).sum()) for v in values if isinstance(v, pd.DataFrame))
+
+    def show(phase: str, held: str = "") -> None:
+        st = _status(os.getpid())
+        print(f"| {phase} | {mib(st['VmRSS'])} | {mib(st['VmHWM'])} | {held} |", flush=True)
+
+    show("imports done")
+    spec = load_spec(SPEC, data=data)
+    settings = executor_settings(spec, 1, "serial", partitions, None)
+    variants = select_variants(spec, None)
+    plan = plan_run(variants, spec.plugins, (), partitions)
+    job = job_from_recipe("probe", recipe_of(spec, variants, (), partitions))
+    job.plan, job.read = plan, partition_reader(spec, spec.plugins, ())
+    one = job.read(0, partitions)
+    show("one partition read", f"its tables {mib(sum(int(t.memory_usage(deep=True).sum()) for t in one.tables.values()))}")
+    del one
+    gc.collect()
+    outputs = execute(job, tasks_for(plan, partitions, 1), settings)
+    maps = sum(frames_bytes(o.results.values()) + sum(int(c.quality.memory_usage(deep=True).sum()) for c in o.cohorts.values())
+               for o in outputs)
+    show(f"map of all {partitions} partitions done", f"the {partitions} maps: per-patient frames and quality rows {mib(maps)}")
+    merged = merge(outputs, plan)
+    show("merged", f"merged per-patient frames {mib(frames_bytes(merged.results.values()))} (the maps still held)")
+    del outputs
+    gc.collect()
+    show("maps released", f"merged per-patient frames {mib(frames_bytes(merged.results.values()))}")
+    cache: dict = {}
+    results = [reduce_variant(v, plan, merged, spec.plugins, cache, ()) for v in variants]
+    show("summaries (reduce) done", f"{sum(len(r.frame) for r in results)} result rows")
+    described = CohortData(tables={}, source=data_source(spec, spec.plugins).name, path=spec.data_path,
+                           checksums=merged.checksums)
+    everything = apply_disclosure(Results.from_variants(spec, spec.plugins, described, results))
+    with tempfile.TemporaryDirectory() as folder:
+        everything.write(Path(folder) / "out")
+        show("outputs written (-o)")
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -248,7 +317,12 @@ def main() -> int:
     parser.add_argument("--skip-csv-million", action="store_true", help="leave out the one-process run from CSV at 1,000,000")
     parser.add_argument("--largest", type=int, default=0, help="also simulate and run this many patients (e.g. 10000000)")
     parser.add_argument("--memory-cap", type=float, default=18.0, help="GiB: a run whose processes hold more is stopped")
+    parser.add_argument("--probe", type=Path, metavar="DATA", help=argparse.SUPPRESS)  # internal: probe_phases in this process
+    parser.add_argument("--probe-partitions", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        probe_phases(args.probe, args.probe_partitions)
+        return 0
 
     SCALE.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -323,6 +397,13 @@ def main() -> int:
         lines += [""]
         for m in big:
             lines += [f"### Processes of: {m.label}", "", *process_table(m), ""]
+        probe = measure("phases of the serial run", [sys.executable, str(Path(__file__).resolve()), "--probe", str(pq1m)],
+                        BENCH, args.memory_cap)
+        lines += ["### Where the calling process's memory goes (serial, 32 partitions)", "",
+                  "The steps of `engine.run_spec` replayed in one process (`scale_out.py --probe`), with the process's "
+                  f"resident memory after each ({probe.seconds:.0f} s, {status(probe)}):", "",
+                  "| after | RSS now | RSS high-water mark | held |", "|---|---|---|---|", probe.stdout.strip(), ""]
+        print(probe.stdout, flush=True)
         runs32 = big[:3]
         within = all(m.ok and m.max_process <= 2 * GIB for m in runs32)
         tenfold = all(m.ok and m.seconds <= 10 * serial_best for m in runs32)
