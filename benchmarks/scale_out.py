@@ -76,7 +76,7 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _label(pid: int) -> str:
+def _label(pid: int, root: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -86,7 +86,8 @@ def _label(pid: int) -> str:
     if "multiprocessing" in text or "spawn_main" in text or "forkserver" in text:
         return "worker (multiprocessing child)"
     if "endpointkit" in text:
-        return "endpointkit " + text.split("endpointkit", 1)[1].split()[0] + " (the calling process)"
+        command = "endpointkit " + text.split("endpointkit", 1)[1].split()[0]
+        return command + (" (the calling process)" if pid == root else " (forked worker)")
     return text[:70]
 
 
@@ -146,7 +147,7 @@ def measure(label: str, command: list[str], cwd: Path, memory_cap: float, env: d
                     total += st.get("VmRSS", 0)
                     old = m.peaks.get(pid)
                     if old is None or st.get("VmHWM", 0) > old[1]:
-                        m.peaks[pid] = (old[0] if old else _label(pid), st.get("VmHWM", 0))
+                        m.peaks[pid] = (old[0] if old else _label(pid, proc.pid), st.get("VmHWM", 0))
                 m.tree_peak = max(m.tree_peak, total)
                 if total > memory_cap * GIB or _available() < 2 * GIB:
                     m.killed = f"stopped: tree {total / GIB:.1f} GiB, machine available {_available() / GIB:.1f} GiB"
@@ -330,7 +331,7 @@ def main() -> int:
     info = machine_info()
     started = time.perf_counter()
     lines: list[str] = []
-    command_line = "python benchmarks/scale_out.py " + " ".join(sys.argv[1:])
+    command_line = " ".join(["python benchmarks/scale_out.py", *sys.argv[1:]])
     sims: list[Measured] = []
 
     # 1. 100,000 patients from CSV
