@@ -77,6 +77,7 @@ bench-disability: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/disability_vs_msprog.py --msprog-python $(BENCH_VENV)/bin/python
 
 # the executors at 100,000 and 1,000,000 patients (serial, processes, dask): time, peak memory of every
-# process, byte-identical outputs: benchmarks/SCALE_RESULTS.md (needs about 12 GiB free memory)
+# process, byte-identical outputs: benchmarks/SCALE_RESULTS.md (about 30 minutes; the 1,000,000-patient
+# simulations need about 8 GiB of free memory)
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale_out.py
