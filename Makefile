@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench bench-disability sensitivity clean figures check-report check-docx
+.PHONY: demo test lint docs bench bench-disability bench-scale sensitivity clean figures check-report check-docx
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,3 +75,9 @@ clean:
 # disability_events against pymsprog on a grid of settings, and its speed: benchmarks/DISABILITY_RESULTS.md
 bench-disability: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/disability_vs_msprog.py --msprog-python $(BENCH_VENV)/bin/python
+
+# the executors at 100,000 and 1,000,000 patients (serial, processes, dask): time, peak memory of every
+# process, byte-identical outputs: benchmarks/SCALE_RESULTS.md (about 30 minutes; the 1,000,000-patient
+# simulations need about 8 GiB of free memory)
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale_out.py

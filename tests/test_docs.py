@@ -241,7 +241,7 @@ def makefile_commands(target: str) -> list[str]:
     return commands
 
 
-@pytest.mark.parametrize("target", ["demo", "sensitivity", "test", "lint", "docs", "clean", "bench", "$(STAMP)", "$(BENCH_VENV)/.installed"])
+@pytest.mark.parametrize("target", ["demo", "sensitivity", "test", "lint", "docs", "clean", "bench", "bench-scale", "$(STAMP)", "$(BENCH_VENV)/.installed"])
 def test_the_make_table_says_what_the_makefile_runs(target):
     page = (DOCS / "getting-started.md").read_text(encoding="utf-8")
     for command in makefile_commands(target):
