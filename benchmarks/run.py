@@ -358,6 +358,19 @@ def report(results: dict, command: str) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def kept_sections() -> str:
+    """The figures of the benchmarks run on their own (between-group coverage), carried into
+    RESULTS.md as they stand, so that rerunning this script does not drop them."""
+    text = ""
+    for name in ("COMPARISONS_RESULTS.md",):
+        path = BENCH / name
+        if path.exists():
+            body = path.read_text(encoding="utf-8").strip()
+            body = "#" + body if body.startswith("# ") else body  # a section of RESULTS.md
+            text += f"\n\n<!-- from benchmarks/{name}: rerun its script to update -->\n{body}\n"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -437,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{poisson['robust_coverage']:.1%} / {poisson['coverage']:.1%} (a control, not a target)", None))
     results["summary"] = summary
     results["seconds"] = time.perf_counter() - started
-    args.output.write_text(report(results, command), encoding="utf-8")
+    args.output.write_text(report(results, command) + kept_sections(), encoding="utf-8")
     (DATA / "results.json").parent.mkdir(parents=True, exist_ok=True)
     (DATA / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     log(f"\nSummary ({results['seconds'] / 60:.1f} min; {rel(args.output)}, {rel(DATA / 'results.json')}):")
