@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 from .cohort import build_cohort
 from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
-from .errors import EndpointkitError, SpecError, UsageError
+from .errors import SpecError, UsageError
 from .executors import ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_for
 from .groups import comparison_label
 from .manager import Plugins
@@ -34,6 +33,7 @@ from .mapreduce import (
     cohort_key,
     context_of,
     derive_key,
+    failure_of,
     merge,
     plan_run,
     result_key,
@@ -121,16 +121,8 @@ def _summarise(endpoint_cls, step_result, params, ctx: Context) -> EndpointResul
         return step_result
     try:
         return endpoint_cls().summarise(step_result.copy(deep=False), params, ctx)
-    except EndpointkitError as exc:
-        return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
     except (Exception, SystemExit) as exc:  # a plugin's bug (or its sys.exit()) must not take the run down
-        return Failure(_describe(exc), traceback.format_exc(limit=-3))
-
-
-def _as_failure(exc: BaseException) -> Failure:
-    if isinstance(exc, EndpointkitError):
-        return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
-    return Failure(_describe(exc), traceback.format_exc(limit=-3))
+        return failure_of(exc)
 
 
 def _checked(result: EndpointResult | Failure | None) -> EndpointResult | Failure:
@@ -190,7 +182,7 @@ def _comparisons(endpoint_cls, endpoint_spec, result: EndpointResult, groups: Me
     try:
         rows = endpoint_cls().compare(frame, aligned, ordered, endpoint_spec.params, ctx)
     except (Exception, SystemExit) as exc:
-        return _as_failure(exc)
+        return failure_of(exc)
     problem = check_rows(rows)
     allowed = {comparison_label(level, ordered[0]) for level in ordered[1:]}
     if problem is None:
@@ -239,11 +231,12 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
             continue
         endpoint_cls = plugins.endpoints.items[endpoint_spec.plugin]
         summary_key = result_key(key, endpoint_spec.plugin, endpoint_spec.params, ctx)
+        step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
+                    if endpoint_cls.splits() else summary_key)
+
         if summary_key in cache:
             result = _shared(cache[summary_key])
         else:
-            step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
-                        if endpoint_cls.splits() else summary_key)
             result = _summarise(endpoint_cls, merged.results.get(step_key), endpoint_spec.params, ctx)
             if not isinstance(result, Failure):
                 problem = _check_result(result)
@@ -251,32 +244,18 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
             if not isinstance(result, Failure):
                 cache[summary_key] = result
         if isinstance(result, Failure):
-            if result.spec_path is not None:  # a user's mistake found while computing: exit 2
-                raise SpecError(f"endpoints[{position}]" + (f".{result.spec_path}" if result.spec_path else ""), result.reason)
-            failures.append({
-                "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
-                "provider": endpoint_cls.provider, "reason": result.reason, "detail": result.detail,
-            })
+            _record(result, "", spec, position, endpoint_spec, endpoint_cls, failures)
             continue
         all_rows = list(result.rows)
         endpoint_per_patient = result.per_patient
         group_curves: dict = {}  # each group's Kaplan-Meier fits: figures of their own, after the overall ones
         if endpoint_spec.by is not None:
             groups = cohort.groups[endpoint_spec.by.key]
-            step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
-                        if endpoint_cls.splits() else summary_key)
             within = _within_groups(endpoint_cls, endpoint_spec, step_key, merged.results.get(step_key), merged, groups,
                                     ctx, cache, summary_key)
             for level, group_result in within.items():
                 if isinstance(group_result, Failure):
-                    if group_result.spec_path is not None:
-                        raise SpecError(f"endpoints[{position}]" + (f".{group_result.spec_path}" if group_result.spec_path else ""),
-                                        group_result.reason)
-                    failures.append({
-                        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
-                        "provider": endpoint_cls.provider, "reason": f"group '{level}': {group_result.reason}",
-                        "detail": group_result.detail,
-                    })
+                    _record(group_result, f"group '{level}': ", spec, position, endpoint_spec, endpoint_cls, failures)
                     continue
                 all_rows.extend(_in_group(group_result.rows, level))
                 group_curves.update({(endpoint_spec.id, f"{name} ({level})"): curve for name, curve in group_result.curves.items()})
@@ -287,13 +266,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                                         [level for level, r in within.items() if not isinstance(r, Failure)],
                                         ctx, cache, summary_key)
                 if isinstance(compared, Failure):
-                    if compared.spec_path is not None:
-                        raise SpecError(f"endpoints[{position}]" + (f".{compared.spec_path}" if compared.spec_path else ""),
-                                        compared.reason)
-                    failures.append({
-                        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
-                        "provider": endpoint_cls.provider, "reason": f"compare: {compared.reason}", "detail": compared.detail,
-                    })
+                    _record(compared, "compare: ", spec, position, endpoint_spec, endpoint_cls, failures)
                 else:
                     all_rows.extend(compared)
             endpoint_per_patient = _with_group(result.per_patient, groups)
@@ -332,10 +305,15 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
     )
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"the plugin called sys.exit({exc.code!r}); a plugin must raise an exception instead"
-    return f"{type(exc).__name__}: {exc}"
+def _record(failure: Failure, prefix: str, spec: Spec, position: int, endpoint_spec, endpoint_cls, failures: list[dict]) -> None:
+    """A user's mistake found while computing: exit 2 with its spec path; else a plugin's failure,
+    recorded (its variant's other endpoints stand)."""
+    if failure.spec_path is not None:
+        raise SpecError(f"endpoints[{position}]" + (f".{failure.spec_path}" if failure.spec_path else ""), failure.reason)
+    failures.append({
+        "variant": spec.variant, "endpoint": endpoint_spec.id, "plugin": endpoint_spec.plugin,
+        "provider": endpoint_cls.provider, "reason": prefix + failure.reason, "detail": failure.detail,
+    })
 
 
 def failed_variant(spec: Spec, reason: str, only: tuple[str, ...] = (), detail: str = "", provider: str = "cohort") -> VariantResult:

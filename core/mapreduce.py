@@ -189,7 +189,9 @@ class PartitionOutput:
     seconds: float = 0.0
 
 
-def _failure(exc: BaseException) -> Failure:
+def failure_of(exc: BaseException) -> Failure:
+    """What an exception raised by a plugin means for its rows: a user's mistake (an EndpointkitError,
+    with its spec path) or a plugin's bug (its type and message, and the last frames of its traceback)."""
     if isinstance(exc, EndpointkitError):
         return Failure(getattr(exc, "message", str(exc)), spec_path=getattr(exc, "path", "") or "")
     if isinstance(exc, SystemExit):
@@ -209,7 +211,7 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
         except EndpointkitError:
             raise
         except (Exception, SystemExit) as exc:  # a criterion plugin's bug: the variants of this cohort fail
-            failure = _failure(exc)
+            failure = failure_of(exc)
             cohorts[key] = CohortPart(failure=dataclasses.replace(failure, reason=f"building the cohort failed: {failure.reason}"))
             continue
         groups = {gkey: group_part(cohort, grouping) for gkey, grouping in plan.groupings.get(key, {}).items()}
@@ -238,7 +240,7 @@ def map_partition(data: CohortData, part: int, plan: Plan, cohort_keys: list[str
                 rows = cohort.patient_rows(frame)
                 results[step_key] = frame.assign(**{ORDER: np.where(rows >= 0, lines[np.clip(rows, 0, None)], -1)})
             except (Exception, SystemExit) as exc:  # noqa: PERF203 - one step's failure must not stop the others
-                results[step_key] = _failure(exc)
+                results[step_key] = failure_of(exc)
     return PartitionOutput(part=part, cohorts=cohorts, results=results, checksums=dict(data.checksums),
                            seconds=time.perf_counter() - started)
 
@@ -258,7 +260,7 @@ def _compute_within(endpoint, cohorts: dict, step: Step, ctx: Context) -> WholeG
         try:
             out[level] = endpoint.compute(subset, step.params, ctx)
         except (Exception, SystemExit) as exc:  # noqa: PERF203 - one group's failure must not stop the others
-            out[level] = _failure(exc)
+            out[level] = failure_of(exc)
     return WholeGroups(results=out)
 
 
