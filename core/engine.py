@@ -25,6 +25,7 @@ from .executors import ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_
 from .groups import comparison_label
 from .manager import Plugins
 from .mapreduce import (
+    DerivedParts,
     Failure,
     Merged,
     MergedGroups,
@@ -34,6 +35,7 @@ from .mapreduce import (
     context_of,
     derive_key,
     failure_of,
+    keep_output,
     merge,
     plan_run,
     result_key,
@@ -41,6 +43,7 @@ from .mapreduce import (
 from .partitioning import split_data
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
+from .spill import FrameStore, PerPatientFrames, StoredFrame
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
@@ -112,6 +115,20 @@ def _shared(result: EndpointResult) -> EndpointResult:
                                excluded=dict(result.excluded), curves=dict(result.curves))
 
 
+def _loaded(value):
+    """A frame kept by the run's store (or an endpoint's derived parts) as a frame; anything else as it is."""
+    if isinstance(value, DerivedParts):
+        return value.frame()
+    if isinstance(value, StoredFrame):
+        return value.load()
+    return value
+
+
+def _kept(result: EndpointResult, store: FrameStore) -> EndpointResult:
+    """A result to cache: its per-patient frame handed to the store (on disk beyond its budget)."""
+    return dataclasses.replace(result, per_patient=store.put(result.per_patient))
+
+
 def _summarise(endpoint_cls, step_result, params, ctx: Context) -> EndpointResult | Failure:
     """An endpoint's result from its merged map: summarise the per-patient frame (a copy the
     summary may add columns to), or the whole-cohort result of a compute-only endpoint."""
@@ -135,7 +152,7 @@ def _checked(result: EndpointResult | Failure | None) -> EndpointResult | Failur
 
 
 def _within_groups(endpoint_cls, endpoint_spec, step_key, step_result, merged: Merged, groups: MergedGroups, ctx: Context,
-                   cache: dict, summary_key: tuple) -> dict[str, EndpointResult | Failure]:
+                   cache: dict, summary_key: tuple, store: FrameStore) -> dict[str, EndpointResult | Failure]:
     """An endpoint's result within each group: its per-patient frame's rows of each group's
     patients summarised (nothing derived again), or, for a compute-only endpoint, its compute on
     each group's patients (done in the map)."""
@@ -159,7 +176,7 @@ def _within_groups(endpoint_cls, endpoint_spec, step_key, step_result, merged: M
         rows = step_result[row_groups == level].reset_index(drop=True)
         result = _checked(_summarise(endpoint_cls, rows, endpoint_spec.params, ctx))
         if not isinstance(result, Failure):
-            cache[key] = result
+            result = cache[key] = _kept(result, store)
         out[level] = result
     return out
 
@@ -174,7 +191,7 @@ def _comparisons(endpoint_cls, endpoint_spec, result: EndpointResult, groups: Me
         return list(cache[key])
     if len(ordered) < 2:
         return []
-    per_patient = result.per_patient
+    per_patient = _loaded(result.per_patient)
     row_groups = groups.analysed.reindex(per_patient["patient_id"].to_numpy())
     keep = row_groups.isin(ordered).to_numpy()
     frame = per_patient[keep].reset_index(drop=True)
@@ -210,9 +227,14 @@ def _in_group(rows: list, level: str) -> list:
     return [dataclasses.replace(row, group=level if row.group == "all" else f"{level}: {row.group}") for row in rows]
 
 
-def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cache: dict, only: tuple[str, ...] = ()) -> VariantResult:
+def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cache: dict, only: tuple[str, ...] = (),
+                   store: FrameStore | None = None) -> VariantResult:
     """One variant's results from the merged map: each endpoint's summary (computed once per
-    distinct setting: ``cache`` is shared by the variants of a run), attrition and data quality."""
+    distinct setting: ``cache`` is shared by the variants of a run), attrition and data quality.
+
+    One endpoint's per-patient frames are held at a time: its derived frame is merged when its
+    summary needs it, and its summarised frame handed to ``store`` (on disk beyond its budget)."""
+    store = store or FrameStore()
     started = time.perf_counter()
     key = cohort_key(spec)
     cohort = merged.cohorts[key]
@@ -234,15 +256,18 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
                     if endpoint_cls.splits() else summary_key)
 
+        derived = None  # the endpoint's merged derived frame, when this variant needs it
+        if endpoint_spec.by is not None or summary_key not in cache:
+            derived = _loaded(merged.results.get(step_key))
         if summary_key in cache:
             result = _shared(cache[summary_key])
         else:
-            result = _summarise(endpoint_cls, merged.results.get(step_key), endpoint_spec.params, ctx)
+            result = _summarise(endpoint_cls, derived, endpoint_spec.params, ctx)
             if not isinstance(result, Failure):
                 problem = _check_result(result)
                 result = Failure(problem) if problem else result
             if not isinstance(result, Failure):
-                cache[summary_key] = result
+                result = cache[summary_key] = _kept(result, store)
         if isinstance(result, Failure):
             _record(result, "", spec, position, endpoint_spec, endpoint_cls, failures)
             continue
@@ -251,8 +276,8 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         group_curves: dict = {}  # each group's Kaplan-Meier fits: figures of their own, after the overall ones
         if endpoint_spec.by is not None:
             groups = cohort.groups[endpoint_spec.by.key]
-            within = _within_groups(endpoint_cls, endpoint_spec, step_key, merged.results.get(step_key), merged, groups,
-                                    ctx, cache, summary_key)
+            within = _within_groups(endpoint_cls, endpoint_spec, step_key, derived, merged, groups,
+                                    ctx, cache, summary_key, store)
             for level, group_result in within.items():
                 if isinstance(group_result, Failure):
                     _record(group_result, f"group '{level}': ", spec, position, endpoint_spec, endpoint_cls, failures)
@@ -269,10 +294,12 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                     _record(compared, "compare: ", spec, position, endpoint_spec, endpoint_cls, failures)
                 else:
                     all_rows.extend(compared)
-            endpoint_per_patient = _with_group(result.per_patient, groups)
+            endpoint_per_patient = _with_group(_loaded(result.per_patient), groups)
+        del derived
         frames.append(rows_to_frame(all_rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
                                     kind=endpoint_cls.kind))
-        per_patient[endpoint_spec.id] = endpoint_per_patient
+        per_patient[endpoint_spec.id] = (endpoint_per_patient if isinstance(endpoint_per_patient, StoredFrame)
+                                         else store.put(endpoint_per_patient))
         for name, curve in result.curves.items():
             curves[(endpoint_spec.id, name)] = curve
         curves.update(group_curves)
@@ -299,7 +326,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         quality_frame.insert(position, "group", groups.labels.reindex(ids).to_numpy(dtype=object) if len(ids) else
                              pd.Series(dtype=object))
     return VariantResult(
-        name=spec.variant, spec=spec, frame=frame, per_patient=per_patient, labels=labels, notes=notes,
+        name=spec.variant, spec=spec, frame=frame, per_patient=PerPatientFrames(per_patient), labels=labels, notes=notes,
         attrition=cohort.attrition, quality=quality_frame, failures=failures, curves=curves,
         seconds=time.perf_counter() - started, group_attrition=group_attrition, group_sizes=group_sizes,
     )
@@ -386,6 +413,7 @@ def run_spec(
     progress: Callable[[int, int, str], None] | None = None,
     data: CohortData | None = None,
     executor: ExecutorSettings | None = None,
+    memory_budget: int | None = None,
 ):
     """Run the primary spec and its variants; returns :class:`~endpointkit.results.Results`.
 
@@ -418,14 +446,16 @@ def run_spec(
         described = data
     if settings.name == "dask" and spec.origin is None:
         raise UsageError("--executor dask: the spec must come from a file, a mapping or YAML text (its workers load it again)")
-    outputs = execute(job, tasks_for(plan, parts, settings.workers), settings, progress)
+    store = FrameStore(memory_budget)
+    outputs = execute(job, tasks_for(plan, parts, settings.workers), settings, progress,
+                      keep=lambda output: keep_output(output, store))
     merged = merge(outputs, plan)
     read_by_tasks = not job.parts
     del outputs, job  # the partitions' maps (and any partitions split here) are no longer needed
     if read_by_tasks:  # the checksums the tasks saw
         described = dataclasses.replace(described, checksums=merged.checksums)
     cache: dict = {}
-    results = [reduce_variant(v, plan, merged, plugins, cache, only) for v in variants]
+    results = [reduce_variant(v, plan, merged, plugins, cache, only, store) for v in variants]
     return apply_disclosure(Results.from_variants(spec, plugins, described, results))
 
 

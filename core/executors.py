@@ -117,16 +117,20 @@ def _worker_died(task: Task, reason: str) -> PartitionOutput:
 Progress = Callable[[int, int, str], None] | None
 
 
-def execute(job: Job, tasks: list[Task], settings: ExecutorSettings, progress: Progress = None) -> list[PartitionOutput]:
-    """Run every task on the chosen executor; outputs in task order."""
+def execute(job: Job, tasks: list[Task], settings: ExecutorSettings, progress: Progress = None,
+            keep: Callable[[PartitionOutput], PartitionOutput] = lambda output: output) -> list[PartitionOutput]:
+    """Run every task on the chosen executor; outputs in task order, each passed through ``keep``
+    as it arrives (which may move its frames to disk)."""
     workers = max(1, settings.workers)
     _JOBS[job.key] = job
     try:
         if settings.name == "dask":
-            return _ordered(tasks, _dask(job, tasks, settings), progress)
-        if settings.name == "serial" or workers == 1 or len(tasks) == 1 or "fork" not in multiprocessing.get_all_start_methods():
-            return _ordered(tasks, ((i, run_task(job.key, t)) for i, t in enumerate(tasks)), progress)
-        return _ordered(tasks, _processes(job, tasks, min(workers, len(tasks))), progress)
+            done = _dask(job, tasks, settings)
+        elif settings.name == "serial" or workers == 1 or len(tasks) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            done = ((i, run_task(job.key, t)) for i, t in enumerate(tasks))
+        else:
+            done = _processes(job, tasks, min(workers, len(tasks)))
+        return _ordered(tasks, ((i, keep(output)) for i, output in done), progress)
     finally:
         _JOBS.pop(job.key, None)
 

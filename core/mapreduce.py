@@ -28,6 +28,7 @@ from .groups import Grouping
 from .manager import Plugins
 from .params import params_dict
 from .spec import CohortSettings, Spec
+from .spill import FrameStore, StoredFrame, assemble
 
 ORDER = "__source_line"  # the patient's line in the patients table: the order of merged per-patient rows
 
@@ -292,7 +293,7 @@ class MergedCohort:
 @dataclass
 class Merged:
     cohorts: dict[str, MergedCohort]
-    results: dict[tuple, pd.DataFrame | EndpointResult | Failure]
+    results: dict[tuple, DerivedParts | EndpointResult | WholeGroups | Failure]
     checksums: dict[str, str]
 
 
@@ -345,18 +346,36 @@ def _merge_groups(parts: list[GroupPart], grouping: Grouping, steps: list[str]) 
 def _merge_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Per-patient rows of every partition, in the order of their patients' source lines (a
     patient's own rows keep their order)."""
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    order = np.argsort(frame[ORDER].to_numpy(), kind="stable")
-    if not np.array_equal(order, np.arange(len(order))):
-        frame = frame.iloc[order]
-    return frame.drop(columns=ORDER).reset_index(drop=True)
+    return assemble([StoredFrame(rows=len(f), nbytes=0, _frame=f) for f in frames], ORDER)
+
+
+@dataclass
+class DerivedParts:
+    """An endpoint's derived per-patient frames, one per partition (in memory or on disk): merged
+    only when its summary needs them, so that a run holds one endpoint's frame at a time."""
+
+    parts: list[StoredFrame]
+
+    def frame(self) -> pd.DataFrame:
+        """The partitions' rows in the order of their patients' source lines (exact: the frame one
+        partition would have derived)."""
+        return assemble(self.parts, ORDER)
+
+
+def keep_output(output: PartitionOutput, store: FrameStore) -> PartitionOutput:
+    """A partition's map as it arrives: its per-patient frames handed to the store (which writes
+    them to disk beyond its memory budget)."""
+    for key, value in output.results.items():
+        if isinstance(value, pd.DataFrame):
+            output.results[key] = store.put(value)
+    return output
 
 
 def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
     """The partitions' maps as the map of the whole data (exact: counts add, rows concatenate).
 
-    Consumes the outputs' per-patient frames: each is released once merged, so that the merge
-    never holds the partitions' frames and the merged ones at once."""
+    An endpoint's per-patient frames stay in their parts (:class:`DerivedParts`) until its summary
+    asks for them."""
     outputs = sorted(outputs, key=lambda o: o.part)
     cohorts = {}
     for key, settings in plan.cohorts.items():
@@ -371,8 +390,7 @@ def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
         elif parts and isinstance(parts[0], EndpointResult):
             results[key] = parts[0]  # a whole-cohort compute: one partition only
         elif parts:
-            results[key] = _merge_frames(parts)
-        del parts
+            results[key] = DerivedParts([p if isinstance(p, StoredFrame) else StoredFrame(len(p), 0, _frame=p) for p in parts])
         for gkey in plan.whole_groups.get(key, {}):
             within = [o.results[(*key, "by", gkey)] for o in outputs if (*key, "by", gkey) in o.results]
             if within:

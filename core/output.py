@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 
 from .errors import UsageError
 from .results import Results
+from .spill import StoredFrame, stored_frame
 
 
 def check_writable(out_dir: Path, option: str = "-o") -> None:
@@ -161,8 +162,8 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
         "attrition.csv": _csv(results.primary.attrition_table),
         "data_quality.csv": results.data_quality,
     }
-    for endpoint_id, frame in results.per_patient.items():
-        files[f"per_patient/{endpoint_id}.csv"] = frame
+    for endpoint_id in results.per_patient:  # frames on disk stay there until written, one at a time
+        files[f"per_patient/{endpoint_id}.csv"] = stored_frame(results.per_patient, endpoint_id)
     if len(results.variants) > 1:
         files[f"side_by_side.{renderer.suffix}"] = results.side_by_side(fmt)
         files["what_moves.csv"] = _csv(results.what_moves())
@@ -183,23 +184,34 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
     if excel_csv:
         for name, content in files.items():
             if name.endswith(".csv"):
-                files[name] = "\ufeff" + (_csv(content) if isinstance(content, pd.DataFrame) else content)
+                files[name] = "\ufeff" + (_csv(_frame(content)) if isinstance(content, pd.DataFrame | StoredFrame) else content)
     return files
 
 
-def _write_contents(files: dict[str, str | bytes | pd.DataFrame], paths: dict[str, str]) -> None:
-    """Write each file to its path: frames as CSV (several at a time, largest first), text as UTF-8,
-    bytes as they are; every file gets the usual permissions."""
-    frames = sorted((name for name, content in files.items() if isinstance(content, pd.DataFrame)),
-                    key=lambda name: -files[name].size)  # largest first: the workers finish together
+def _frame(content: pd.DataFrame | StoredFrame) -> pd.DataFrame:
+    return content.load() if isinstance(content, StoredFrame) else content
+
+
+def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], paths: dict[str, str]) -> None:
+    """Write each file to its path: frames in memory as CSV (several at a time, largest first),
+    frames on disk one at a time (each loaded only while it is written), text as UTF-8, bytes as
+    they are; every file gets the usual permissions."""
+    def in_memory(content) -> bool:
+        return isinstance(content, pd.DataFrame) or (isinstance(content, StoredFrame) and not content.spilled)
+
+    frames = sorted((name for name, content in files.items() if in_memory(content)),
+                    key=lambda name: -_frame(files[name]).size)  # largest first: the workers finish together
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(lambda name: _write_csv(files[name], paths[name]), frames))
+        list(pool.map(lambda name: _write_csv(_frame(files[name]), paths[name]), frames))
+    for name, content in files.items():
+        if isinstance(content, StoredFrame) and content.spilled:
+            _write_csv(content.load(), paths[name])
     mode = file_mode()
     for name, content in files.items():
         if isinstance(content, bytes):
             with open(paths[name], "wb") as stream:
                 stream.write(content)
-        elif not isinstance(content, pd.DataFrame):
+        elif not isinstance(content, pd.DataFrame | StoredFrame):
             with open(paths[name], "w", encoding="utf-8", newline="") as stream:
                 stream.write(content)
         os.chmod(paths[name], mode)  # mkstemp makes 0600 files

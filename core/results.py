@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -219,7 +220,7 @@ class VariantResult:
     name: str
     spec: Spec
     frame: pd.DataFrame
-    per_patient: dict[str, pd.DataFrame]
+    per_patient: Mapping[str, pd.DataFrame]  # frames beyond the run's memory budget are loaded when asked for
     labels: dict[tuple[str, str], str]
     notes: dict[str, list[str]]
     attrition: pd.DataFrame
@@ -267,7 +268,7 @@ class Results:
         return self.variants[0]
 
     @property
-    def per_patient(self) -> dict[str, pd.DataFrame]:
+    def per_patient(self) -> Mapping[str, pd.DataFrame]:
         return self.primary.per_patient
 
     @property

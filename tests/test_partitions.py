@@ -107,14 +107,19 @@ def outcome_registries(tmp_path_factory) -> dict[str, Path]:
     return specs
 
 
-def _run_outcomes(spec: Path, partitions: int, where: Path) -> Path:
+def _run_outcomes(spec: Path, partitions: int, where: Path, on_disk: bool = False) -> Path:
+    """A run's output folder; ``on_disk``: with a memory budget of 0, so that every per-patient
+    frame (each partition's, each merged, each written) goes through a file."""
+    from endpointkit import spill
     from endpointkit.cli import main
 
     work = where / "out"  # the same output path for every run: it is recorded in results.json
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        if on_disk:
+            mp.setattr(spill, "DEFAULT_MEMORY_BUDGET", 0)
         assert main(["run", str(spec), "-o", str(work), "--quiet", "--partitions", str(partitions)]) == 0
-    final = where / f"partitions_{partitions}"
+    final = where / f"partitions_{partitions}{'_on_disk' if on_disk else ''}"
     shutil.move(work, final)
     return final
 
@@ -126,6 +131,7 @@ def outcome_runs(outcome_registries, tmp_path_factory) -> dict[tuple[str, int], 
         where = tmp_path_factory.mktemp(f"runs_{name}")
         for partitions in (1, 3, 8):
             out[name, partitions] = _run_outcomes(spec, partitions, where)
+        out[name, "8 on disk"] = _run_outcomes(spec, 8, where, on_disk=True)
     return out
 
 
@@ -165,7 +171,7 @@ def test_outcome_endpoints_on_partitions_write_the_same_files(registry, outcome_
            if line.lstrip().startswith(("- {id: ", "- id: "))]
     assert {f"per_patient/{i}.csv" for i in ids} <= set(files)
     assert results.groupby("variant")["endpoint"].nunique().eq(len(ids)).all()  # no endpoint failed
-    for partitions in (3, 8):
+    for partitions in (3, 8, "8 on disk"):
         other = outcome_runs[registry, partitions]
         assert _all_files(other) == files
         differ = [f for f in files if not filecmp.cmp(one / f, other / f, shallow=False)]
@@ -226,3 +232,26 @@ def test_summary_settings_reuse_the_derived_frame(outcome_registries, monkeypatc
     assert not results.failures
     # one derive per endpoint of the spec: the variant changes only summary params
     assert calls == {"characteristics": 1, "arr_change": 3, "relapse_free": 1, "discontinuation": 1, "safety": 3}
+
+
+def test_frames_beyond_the_memory_budget_go_to_disk_and_come_back_exactly(tmp_path):
+    """The store keeps frames in memory up to its budget and pickles the rest; every dtype
+    (text, nullable integers and booleans, dates, categories) comes back as it went in, and the
+    parts of a frame come back in the order of their ``order`` column whichever store held them."""
+    from endpointkit.spill import FrameStore, assemble
+
+    frame = pd.DataFrame({
+        "patient_id": pd.Series(["p3", "p1", "p2", "p4"], dtype="str"),
+        "count": pd.array([1, None, 3, 4], dtype="Int64"),
+        "flag": pd.array([True, None, False, True], dtype="boolean"),
+        "date": pd.to_datetime(["2020-01-01", None, "2021-05-06", "2022-02-02"]),
+        "kind": pd.Categorical(["a", "b", "a", "c"]),
+        "line": [30, 10, 20, 40],
+    })
+    store = FrameStore(memory_budget=frame.memory_usage(deep=True).sum() + 1)
+    kept, spilled = store.put(frame.iloc[:2]), store.put(frame.iloc[2:])
+    assert not kept.spilled and spilled.spilled and store.spilled > 0
+    pd.testing.assert_frame_equal(spilled.load(), frame.iloc[2:])
+    merged = assemble([kept, spilled], "line")
+    expected = frame.sort_values("line", kind="stable").drop(columns="line").reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged, expected)

@@ -1,0 +1,144 @@
+"""Per-patient frames kept on disk once a run holds more of them than its memory budget.
+
+A run's map gives every endpoint a per-patient frame per partition, and its reduce gives every
+endpoint a per-patient output; for a registry of millions of patients these are far larger than the
+summaries computed from them, and only one endpoint's are needed at a time. A :class:`FrameStore`
+keeps frames in memory until the frames it holds reach ``memory_budget`` bytes; later frames are
+pickled into a private temporary folder (under ``TMPDIR``) and loaded again only when used. Pickle
+round-trips every pandas dtype exactly, so where a frame was kept never changes a result. The
+folder is removed when the store is garbage-collected or the process exits.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_MEMORY_BUDGET = 256 * 1024**2  # bytes of frames a run keeps in memory before it writes them to disk
+
+
+def frame_bytes(frame: pd.DataFrame) -> int:
+    """The memory a frame holds (text counted in full)."""
+    return int(frame.memory_usage(index=True, deep=True).sum())
+
+
+@dataclass
+class StoredFrame:
+    """A frame held by a :class:`FrameStore`: in memory, or in a file until :meth:`load` reads it."""
+
+    rows: int
+    nbytes: int
+    _frame: pd.DataFrame | None = field(default=None, repr=False)
+    _path: Path | None = None
+    _store: FrameStore | None = field(default=None, repr=False)  # keeps the folder alive while the frame is
+
+    def load(self) -> pd.DataFrame:
+        """The frame (a new object each time it comes from disk: callers own what they get)."""
+        if self._frame is not None:
+            return self._frame
+        with open(self._path, "rb") as stream:
+            return pickle.load(stream)  # noqa: S301 - a file this process wrote itself, in its private folder
+
+    @property
+    def spilled(self) -> bool:
+        return self._frame is None
+
+
+class FrameStore:
+    """Frames in memory up to a budget, then in a private temporary folder."""
+
+    def __init__(self, memory_budget: int | None = None) -> None:
+        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+        self.held = 0  # bytes of frames kept in memory
+        self.spilled = 0  # bytes of frames written to disk
+        self._folder: Path | None = None
+        self._count = 0
+
+    def put(self, frame: pd.DataFrame) -> StoredFrame:
+        nbytes = frame_bytes(frame)
+        if self.held + nbytes <= self.memory_budget:
+            self.held += nbytes
+            return StoredFrame(rows=len(frame), nbytes=nbytes, _frame=frame)
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="endpointkit-frames-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        self._count += 1
+        path = self._folder / f"{self._count:06d}.pickle"
+        with open(path, "wb") as stream:
+            pickle.dump(frame, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        self.spilled += nbytes
+        return StoredFrame(rows=len(frame), nbytes=nbytes, _path=path, _store=self)
+
+
+def assemble(parts: list[StoredFrame], order: str) -> pd.DataFrame:
+    """The parts' rows as one frame in the order of the ``order`` column (stable: rows with equal
+    values keep the parts' order), without it.
+
+    Column by column, so that the whole frame is never held twice: each part is loaded, its columns
+    copied out, and the part released; then each column is concatenated and put in order on its own."""
+    if len(parts) == 1:
+        return _in_order(parts[0].load(), order)
+    pieces: dict[str, list[pd.Series]] = {}
+    names: list[str] | None = None
+    for part in parts:
+        frame = part.load()
+        if names is None:
+            names = list(frame.columns)
+        elif list(frame.columns) != names or frame.columns.has_duplicates:
+            # the parts differ in columns: pandas aligns them (what the column-wise path assumes away)
+            del frame, pieces
+            return _in_order(pd.concat([p.load() for p in parts], ignore_index=True), order)
+        for name in frame.columns:
+            pieces.setdefault(name, []).append(frame[name].copy(deep=True).reset_index(drop=True))
+        del frame
+    position = np.argsort(pd.concat(pieces.pop(order), ignore_index=True).to_numpy(), kind="stable")
+    in_order = np.array_equal(position, np.arange(len(position)))
+    columns = {}
+    for name in list(pieces):
+        column = pd.concat(pieces.pop(name), ignore_index=True)
+        columns[name] = column if in_order else column.take(position).reset_index(drop=True)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _in_order(frame: pd.DataFrame, order: str) -> pd.DataFrame:
+    position = np.argsort(frame[order].to_numpy(), kind="stable")
+    if not np.array_equal(position, np.arange(len(position))):
+        frame = frame.iloc[position]
+    return frame.drop(columns=order).reset_index(drop=True)
+
+
+class PerPatientFrames(Mapping[str, pd.DataFrame]):
+    """An endpoint id -> per-patient frame mapping whose frames may be on disk: each is loaded when
+    asked for (``stored`` gives the frame's handle without loading it)."""
+
+    def __init__(self, frames: Mapping[str, StoredFrame] | None = None) -> None:
+        self._frames: dict[str, StoredFrame] = dict(frames or {})
+
+    def __getitem__(self, key: str) -> pd.DataFrame:
+        return self._frames[key].load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __repr__(self) -> str:
+        return f"PerPatientFrames({', '.join(f'{k}: {v.rows} rows' for k, v in self._frames.items())})"
+
+    def stored(self, key: str) -> StoredFrame:
+        return self._frames[key]
+
+
+def stored_frame(frames: Mapping[str, pd.DataFrame], key: str) -> StoredFrame | pd.DataFrame:
+    """A per-patient frame's handle when it may be on disk, else the frame itself."""
+    return frames.stored(key) if isinstance(frames, PerPatientFrames) else frames[key]
+
