@@ -18,6 +18,7 @@ import pandas as pd
 from .data import (
     LINE,
     NUMERIC,
+    PATIENT_ROW,
     TABLES,
     CohortData,
     Distinct,
@@ -72,14 +73,34 @@ def record_partitions(frame: pd.DataFrame, table: str, partitions: int, mapping:
 
 
 def split_data(data: CohortData, partitions: int) -> list[CohortData]:
-    """The loaded data as ``partitions`` parts, each table's records with their patient's part."""
+    """The loaded data as ``partitions`` parts, each table's records with their patient's part.
+
+    Only the patients' ids are hashed: every other record finds its part through its patient's row
+    (``PATIENT_ROW``), which each part numbers again from 0, as if it had been loaded on its own."""
+    patients = data.tables.get("patients")
+    rows_known = (patients is not None and PATIENT_ROW in patients
+                  and np.array_equal(patients[PATIENT_ROW].to_numpy(), np.arange(len(patients))))
+    if rows_known:
+        patient_part = _table_partitions(patients, partitions)
+        renumbered = np.zeros(len(patients), dtype=np.int64)  # each patient's row within its part
+        for k in range(partitions):
+            mine = patient_part == k
+            renumbered[mine] = np.arange(int(mine.sum()))
     parts: list[dict[str, pd.DataFrame]] = [{} for _ in range(partitions)]
     for name, frame in data.tables.items():
-        where = _table_partitions(frame, partitions)
+        rows = frame[PATIENT_ROW].to_numpy() if rows_known and PATIENT_ROW in frame else None
+        if rows is not None and (rows >= 0).all():
+            where = patient_part[rows]
+        else:
+            rows, where = None, _table_partitions(frame, partitions)
         order = np.argsort(where, kind="stable")
         bounds = np.searchsorted(where[order], np.arange(partitions + 1))
         for k in range(partitions):
-            parts[k][name] = frame.iloc[order[bounds[k]:bounds[k + 1]]]
+            taken = order[bounds[k]:bounds[k + 1]]
+            part = frame.iloc[taken]
+            if rows is not None:
+                part = part.assign(**{PATIENT_ROW: renumbered[rows[taken]]})
+            parts[k][name] = part
     return [dataclasses.replace(data, tables=tables) for tables in parts]
 
 
