@@ -21,7 +21,7 @@ from .cohort import build_cohort
 from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
 from .errors import SpecError, UsageError
-from .executors import ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_for
+from .executors import DaskStart, ExecutorSettings, Job, Recipe, execute, recipe_of, tasks_for
 from .groups import comparison_label
 from .manager import Plugins
 from .mapreduce import (
@@ -436,19 +436,25 @@ def run_spec(
     plan = plan_run(variants, plugins, only, parts)
     recipe = recipe_of(spec, variants, only, parts)
     job = Job(key=uuid.uuid4().hex, recipe=recipe, plan=plan, plugins=plugins)
-    if data is None and parts > 1 and reads_partitions(spec, plugins):
-        job.read = partition_reader(spec, plugins, only)
-        described = CohortData(tables={}, source=data_source(spec, plugins).name, path=spec.data_path)
-    else:
-        if data is None:
-            data = load_spec_data(spec, plugins, only)
-        job.parts = split_data(data, parts) if parts > 1 else [data]
-        described = data
-    if settings.name == "dask" and spec.origin is None:
-        raise UsageError("--executor dask: the spec must come from a file, a mapping or YAML text (its workers load it again)")
-    store = FrameStore(memory_budget)
-    outputs = execute(job, tasks_for(plan, parts, settings.workers), settings, progress,
-                      keep=lambda output: keep_output(output, store))
+    if settings.name == "dask":
+        if spec.origin is None:
+            raise UsageError("--executor dask: the spec must come from a file, a mapping or YAML text (its workers load it again)")
+        job.cluster = DaskStart(settings, job.key, recipe)  # starts while the data are read
+    try:
+        if data is None and parts > 1 and reads_partitions(spec, plugins):
+            job.read = partition_reader(spec, plugins, only)
+            described = CohortData(tables={}, source=data_source(spec, plugins).name, path=spec.data_path)
+        else:
+            if data is None:
+                data = load_spec_data(spec, plugins, only)
+            job.parts = split_data(data, parts) if parts > 1 else [data]
+            described = data
+        store = FrameStore(memory_budget)
+        outputs = execute(job, tasks_for(plan, parts, settings.workers), settings, progress,
+                          keep=lambda output: keep_output(output, store))
+    finally:
+        if job.cluster is not None:
+            job.cluster.cancel()  # closes it if the run never got to use it
     merged = merge(outputs, plan)
     read_by_tasks = not job.parts
     del outputs, job  # the partitions' maps (and any partitions split here) are no longer needed

@@ -20,9 +20,16 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +78,7 @@ class Job:
     plugins: Any
     read: Callable[[int, int], CohortData] | None = None  # reads one partition (sources that can)
     parts: list[CohortData] = field(default_factory=list)  # or the partitions, split in this process
+    cluster: DaskStart | None = None  # a Dask client started while this process reads the data
 
 
 @dataclass(frozen=True)
@@ -88,16 +96,28 @@ _REBUILT: dict[str, Job] = {}  # runs a Dask worker rebuilt from their recipes (
 
 def run_task(key: str, task: Task, recipe: Recipe | None = None, data: CohortData | None = None) -> PartitionOutput:
     """A map task, in whichever process runs it."""
-    job = _JOBS.get(key) or _REBUILT.get(key)
-    if job is None:  # a Dask worker: rebuild the run from its recipe, once per worker process and run
+    job = _JOBS.get(key) or _rebuilt(key, recipe)
+    if data is None:
+        data = job.parts[task.part] if job.parts else job.read(task.part, task.parts)
+    return map_partition(data, task.part, job.plan, list(task.cohorts), job.plugins)
+
+
+def _rebuilt(key: str, recipe: Recipe) -> Job:
+    """A Dask worker's copy of a run, rebuilt from its recipe once per worker process and run."""
+    job = _REBUILT.get(key)
+    if job is None:
         from .engine import job_from_recipe
 
         while len(_REBUILT) >= 4:  # a long-lived worker keeps only the last few runs
             _REBUILT.pop(next(iter(_REBUILT)))
         job = _REBUILT[key] = job_from_recipe(key, recipe)
-    if data is None:
-        data = job.parts[task.part] if job.parts else job.read(task.part, task.parts)
-    return map_partition(data, task.part, job.plan, list(task.cohorts), job.plugins)
+    return job
+
+
+def _warm(key: str, recipe: Recipe) -> None:
+    """Rebuild the run on a worker ahead of its tasks; a failure here is left for the task to raise."""
+    with contextlib.suppress(Exception):
+        _rebuilt(key, recipe)
 
 
 def tasks_for(plan: Plan, partitions: int, workers: int) -> list[Task]:
@@ -227,17 +247,61 @@ def dask_client(settings: ExecutorSettings):
     return client
 
 
+class DaskStart:
+    """A Dask client (and the LocalCluster it starts) made in a background thread while the calling
+    process reads the data, its workers rebuilding the run from its recipe meanwhile: the cluster's
+    start-up and the workers' imports overlap the reading instead of following it."""
+
+    def __init__(self, settings: ExecutorSettings, key: str, recipe: Recipe) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="endpointkit-dask-start")
+        self._future = self._pool.submit(self._start, settings, key, recipe)
+        self._taken = False
+
+    @staticmethod
+    def _start(settings: ExecutorSettings, key: str, recipe: Recipe):
+        client = dask_client(settings)
+        with contextlib.suppress(Exception):  # warming up is an optimisation: the tasks rebuild what it could not
+            client.run(_warm, key, recipe)
+        return client
+
+    def client(self):
+        """The client (raises what starting it raised); the caller now closes it."""
+        self._taken = True
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=False)
+
+    def cancel(self) -> None:
+        """Close the client and its cluster if the run ended before using them (e.g. a data error)."""
+        if self._taken:
+            return
+        self._taken = True
+        with contextlib.suppress(Exception):
+            _close(self._future.result())
+        self._pool.shutdown(wait=False)
+
+
+def _close(client) -> None:
+    cluster = client.cluster if getattr(client, "close_cluster", False) else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 @contextlib.contextmanager
-def dask_session(settings: ExecutorSettings) -> Iterator[Any]:
-    """A Dask client for the run; a LocalCluster it started is closed with it."""
-    client = dask_client(settings)
+def dask_session(settings: ExecutorSettings, started: DaskStart | None = None, close_behind: bool = False) -> Iterator[Any]:
+    """A Dask client for the run (``started`` in the background, or made now); a LocalCluster it
+    started is closed with it. ``close_behind``: closed in a thread (which the interpreter waits for
+    at exit) while the caller goes on with the results; a cluster takes about a second to stop."""
+    client = started.client() if started is not None else dask_client(settings)
     try:
         yield client
     finally:
-        cluster = client.cluster if getattr(client, "close_cluster", False) else None
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if close_behind:
+            threading.Thread(target=_close, args=(client,), name="endpointkit-dask-close").start()
+        else:
+            _close(client)
 
 
 def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[tuple[int, PartitionOutput]]:
@@ -247,7 +311,7 @@ def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[t
     retried by Dask."""
     from distributed import as_completed as dask_completed
 
-    with dask_session(settings) as client, warnings.catch_warnings():
+    with dask_session(settings, job.cluster, close_behind=True) as client, warnings.catch_warnings():
         # partitions held here travel inside their tasks, by design (see above): not a mistake to warn of
         warnings.filterwarnings("ignore", message=".*(large graph|Large object)", category=UserWarning)
         futures = {}
