@@ -232,8 +232,6 @@ def probe_phases(data: Path, partitions: int) -> None:
     partitions' maps, the merged per-patient frames). Prints one line per phase."""
     import gc
 
-    import pandas as pd
-
     from endpointkit.data import CohortData
     from endpointkit.disclosure import apply_disclosure
     from endpointkit.engine import (
@@ -248,11 +246,10 @@ def probe_phases(data: Path, partitions: int) -> None:
         select_variants,
     )
     from endpointkit.executors import execute, tasks_for
+    from endpointkit.mapreduce import keep_output
     from endpointkit.results import Results
     from endpointkit.spec import load_spec
-
-    def frames_bytes(values) -> int:
-        return sum(int(v.memory_usage(deep=True).sum()) for v in values if isinstance(v, pd.DataFrame))
+    from endpointkit.spill import FrameStore
 
     def show(phase: str, held: str = "") -> None:
         st = _status(os.getpid())
@@ -269,18 +266,19 @@ def probe_phases(data: Path, partitions: int) -> None:
     show("one partition read", f"its tables {mib(sum(int(t.memory_usage(deep=True).sum()) for t in one.tables.values()))}")
     del one
     gc.collect()
-    outputs = execute(job, tasks_for(plan, partitions, 1), settings)
-    maps = sum(frames_bytes(o.results.values()) + sum(int(c.quality.memory_usage(deep=True).sum()) for c in o.cohorts.values())
-               for o in outputs)
-    show(f"map of all {partitions} partitions done", f"the {partitions} maps: per-patient frames and quality rows {mib(maps)}")
+    store = FrameStore()
+    outputs = execute(job, tasks_for(plan, partitions, 1), settings, keep=lambda output: keep_output(output, store))
+    quality = sum(int(c.quality.memory_usage(deep=True).sum()) for o in outputs for c in o.cohorts.values())
+    show(f"map of all {partitions} partitions done", f"per-patient frames: {mib(store.held)} in memory, {mib(store.spilled)} "
+                                                     f"on disk; quality rows {mib(quality)}")
     merged = merge(outputs, plan)
-    show("merged", f"merged per-patient frames {mib(frames_bytes(merged.results.values()))} (the maps still held)")
     del outputs
     gc.collect()
-    show("maps released", f"merged per-patient frames {mib(frames_bytes(merged.results.values()))}")
+    show("merged (attrition, quality)", f"merged quality rows {mib(sum(int(c.quality.memory_usage(deep=True).sum()) for c in merged.cohorts.values()))}")
     cache: dict = {}
-    results = [reduce_variant(v, plan, merged, spec.plugins, cache, ()) for v in variants]
-    show("summaries (reduce) done", f"{sum(len(r.frame) for r in results)} result rows")
+    results = [reduce_variant(v, plan, merged, spec.plugins, cache, (), store) for v in variants]
+    show("summaries (reduce) done", f"{sum(len(r.frame) for r in results)} result rows; per-patient frames: "
+                                    f"{mib(store.held)} in memory, {mib(store.spilled)} on disk")
     described = CohortData(tables={}, source=data_source(spec, spec.plugins).name, path=spec.data_path,
                            checksums=merged.checksums)
     everything = apply_disclosure(Results.from_variants(spec, spec.plugins, described, results))

@@ -320,16 +320,20 @@ def _dask(job: Job, tasks: list[Task], settings: ExecutorSettings) -> Iterator[t
             futures[client.submit(run_task, job.key, task, job.recipe, data, pure=False, retries=2,
                                   key=f"endpointkit-map-{job.key[:12]}-{i}")] = i
         for future in dask_completed(futures):
+            index = futures.pop(future)
             if future.status == "error":
                 exc = future.exception()
                 from distributed.scheduler import KilledWorker
 
                 if isinstance(exc, KilledWorker):
-                    yield futures[future], _worker_died(tasks[futures[future]], "the Dask workers running this partition "
-                                                                               f"died ({exc}); run with more --partitions")
+                    yield index, _worker_died(tasks[index], "the Dask workers running this partition "
+                                                            f"died ({exc}); run with more --partitions")
                     continue
                 raise exc
-            yield futures[future], future.result()
+            output = future.result()
+            future.release()  # the worker holding this result may now drop it
+            del future
+            yield index, output
 
 
 def recipe_of(spec: Spec, variants: list[Spec], only: tuple[str, ...], partitions: int) -> Recipe:
