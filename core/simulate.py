@@ -44,7 +44,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,25 +336,109 @@ class Simulation:
     truth: dict
     patients: pd.DataFrame
     relapse_kind: np.ndarray
+    tally: dict = dataclasses.field(default_factory=dict)  # the counts behind the truth (see add_tally)
 
 
-def simulate(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+def simulate(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None,
+             chunk_patients: int | None = None) -> dict[str, pd.DataFrame]:
     """The canonical tables of a synthetic registry (values as they appear in the CSV files)."""
-    return simulate_registry(n_patients, seed, params).tables
+    return simulate_registry(n_patients, seed, params, chunk_patients).tables
 
 
-def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None) -> Simulation:
-    """Tables, truth and per-patient truth of a synthetic registry (see the module docstring)."""
-    if int(n_patients) < 1:
+def _checked(n_patients: int, seed: int, chunk_patients: int | None) -> tuple[int, int, int | None]:
+    if isinstance(n_patients, bool) or int(n_patients) < 1:
         raise UsageError(f"--patients: expected a number of patients >= 1, got {n_patients}")
-    if int(seed) < 0:
+    if isinstance(seed, bool) or int(seed) < 0:
         raise UsageError(f"--seed: expected a whole number >= 0, got {seed}")
+    if chunk_patients is not None and (isinstance(chunk_patients, bool) or int(chunk_patients) < 1):
+        raise UsageError(f"--chunk-patients: expected a number of patients per chunk >= 1, got {chunk_patients}")
+    return int(n_patients), int(seed), None if chunk_patients is None else int(chunk_patients)
+
+
+def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None,
+                      chunk_patients: int | None = None) -> Simulation:
+    """Tables, truth and per-patient truth of a synthetic registry (see the module docstring).
+
+    With ``chunk_patients`` the registry is the chunks of :func:`simulate_chunks` put end to end,
+    with the truth of all of them: another registry than the seed's unchunked one (each chunk has a
+    random stream of its own), the same for the same seed and chunk size."""
+    n, seed, chunk = _checked(n_patients, seed, chunk_patients)
     p = _resolve(params)
-    n = int(n_patients)
-    rng = np.random.default_rng(int(seed))
+    if chunk is None:
+        sim = _generate(p, n, np.random.default_rng(seed), np.random.default_rng((seed, 1)), 0, _id_width(n))
+        sim.truth = _truth(p, seed, sim.tally)
+        return sim
+    tally: dict = {}
+    pieces = []
+    for piece in simulate_chunks(n, seed, p, chunk):
+        add_tally(tally, piece.tally)
+        pieces.append(piece)
+    tables = {name: pd.concat([s.tables[name] for s in pieces], ignore_index=True) for name in TABLE_NAMES}
+    return Simulation(
+        tables=tables, truth=_truth(p, seed, tally, chunk),
+        patients=pd.concat([s.patients for s in pieces], ignore_index=True),
+        relapse_kind=np.concatenate([s.relapse_kind for s in pieces]), tally=tally,
+    )
+
+
+def chunk_generators(seed: int, chunk: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The random streams of chunk ``chunk`` (0, 1, ...): the chunk's child of ``SeedSequence(seed)``
+    (what ``SeedSequence(seed).spawn`` gives it), split in two: the main stream and the arms' stream."""
+    main, arms = np.random.SeedSequence(int(seed), spawn_key=(int(chunk),)).spawn(2)
+    return np.random.default_rng(main), np.random.default_rng(arms)
+
+
+def simulate_chunks(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None,
+                    chunk_patients: int = 250_000) -> Iterator[Simulation]:
+    """The registry of ``n_patients`` generated ``chunk_patients`` at a time, one chunk in memory.
+
+    Chunk ``c`` holds patients ``c * chunk_patients + 1`` onwards (ids as without chunks, unique
+    across chunks, numbered to the width of ``n_patients``), drawn from :func:`chunk_generators`
+    ``(seed, c)``; each chunk's ``truth`` is that of the chunk alone and its ``tally`` the counts
+    behind it, which :func:`add_tally` adds up exactly for the whole registry's truth
+    (:func:`registry_truth`)."""
+    n, seed, chunk = _checked(n_patients, seed, chunk_patients)
+    if chunk is None:
+        raise UsageError("--chunk-patients: expected a number of patients per chunk >= 1, got None")
+    p = _resolve(params)
+    width = _id_width(n)
+    for index, first in enumerate(range(0, n, chunk)):
+        yield _chunk(p, seed, index, first, min(chunk, n - first), width, chunk)
+
+
+def _chunk(p: TrueParameters, seed: int, index: int, first: int, size: int, width: int, chunk: int) -> Simulation:
+    sim = _generate(p, size, *chunk_generators(seed, index), first, width)
+    sim.truth = _truth(p, seed, sim.tally, chunk)
+    return sim
+
+
+def add_tally(total: dict, part: Mapping) -> dict:
+    """Add a chunk's tally (nested counts, all whole numbers) into ``total``, in place."""
+    for key, value in part.items():
+        if isinstance(value, Mapping):
+            add_tally(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def registry_truth(params: TrueParameters | Mapping[str, Any] | None, seed: int, tally: Mapping,
+                   chunk_patients: int | None = None) -> dict:
+    """truth.json of a registry from its tally (the chunks' tallies added up with :func:`add_tally`)."""
+    return _truth(_resolve(params), int(seed), tally, chunk_patients)
+
+
+def _id_width(n: int) -> int:
+    return max(5, len(str(n)))
+
+
+def _generate(p: TrueParameters, n: int, rng: np.random.Generator, arm_rng: np.random.Generator, first: int,
+              width: int) -> Simulation:
+    """``n`` patients, ids ``first + 1`` on, drawn from ``rng`` (the arms from ``arm_rng``); the
+    truth is left to the caller, which knows whether this is the registry or a chunk of it."""
     every = np.arange(n)
     # two-arm design: arms from a generator of their own, so that everything else is drawn as without arms
-    arm_b = (np.random.default_rng((int(seed), 1)).random(n) < p.arm_b_fraction) if p.arms else np.zeros(n, dtype=bool)
+    arm_b = (arm_rng.random(n) < p.arm_b_fraction) if p.arms else np.zeros(n, dtype=bool)
 
     # ---- patients and their time line
     extract, first_index = _day(p.extract_date), _day(p.index_first)
@@ -388,8 +472,7 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
         group = np.where(arm_b, "B", "A").astype(object)
     missing_fu = rng.random(n) < p.missing_followup_fraction
 
-    width = max(5, len(str(n)))
-    pid = np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), width)).astype(object)
+    pid = np.char.add("P", np.char.zfill(np.arange(first + 1, first + n + 1).astype(str), width)).astype(object)
 
     # ---- relapses: onset attack + Poisson processes in three windows, same frailty
     off_rate = p.resolved_off_rate
@@ -605,8 +688,31 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
         "post": int(np.sum((c_day > index[c_who]) & (c_day <= end[c_who]))),
         "off": int(np.sum(c_day > end[c_who])),
     }
-    truth = _truth(p, n, int(seed), hidden, kinds, r_who, r_day, tables, stopped, reason_code, missing_fu, x_who.size, ae_who.size, cleaned)
-    return Simulation(tables=tables, truth=truth, patients=hidden, relapse_kind=kinds)
+    # true relapses (onset, pre, post, off) fewer than 30 days after the previous true relapse
+    true_rows = np.isin(kinds, RELAPSE_KINDS[:4])
+    who, day, kind = r_who[true_rows], r_day[true_rows], kinds[true_rows]
+    close_to_previous = (who[1:] == who[:-1]) & (day[1:] - day[:-1] < 30)
+    tally = {
+        "patients": n,
+        "days": {w: int(hidden[f"{w}_days"].sum()) for w in ("pre", "post", "off")},
+        "relapses": {**{w: int(hidden[f"{w}_relapses"].sum()) for w in ("pre", "post", "off")}, "onset": int(np.sum(kinds == "onset"))},
+        "within_30_days": {w: int(np.sum(close_to_previous & (kind[1:] == w))) for w in ("pre", "post", "off")},
+        "cleaned": cleaned,
+        "duplicate_rows": int(np.sum(kinds == "duplicate")),
+        "pseudo_rows": int(np.sum(kinds == "pseudo")),
+        "discontinued": int(stopped.sum()),
+        "stop_reasons": {reason: int(np.sum(stopped & (reason_code == i))) for i, reason in enumerate(STOP_REASONS)},
+        "missing_last_followup_date": int(missing_fu.sum()),
+        "adverse_events_on_index_treatment": int(ae_who.size + x_who.size),
+        "rows": {name: len(frame) for name, frame in tables.items()},
+    }
+    if p.arms:
+        tally["arms"] = {
+            arm: {"patients": len(rows), "post_days": int(rows["post_days"].sum()),
+                  "post_relapses": int(rows["post_relapses"].sum()), "discontinued": int(rows["stopped"].sum())}
+            for arm, rows in hidden.groupby("arm", sort=True)
+        }
+    return Simulation(tables=tables, truth={}, patients=hidden, relapse_kind=kinds, tally=tally)
 
 
 def _probabilities(p: TrueParameters) -> list[float]:
@@ -652,11 +758,15 @@ def _ae_terms(rng: np.random.Generator, size: int, terms: dict) -> tuple[np.ndar
 # --------------------------------------------------------------------------- truth
 
 
-def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code, missing_fu, stop_ae_events, ivig_ae_events, cleaned) -> dict:
+def _truth(p: TrueParameters, seed: int, tally: Mapping, chunk_patients: int | None = None) -> dict:
+    """truth.json from the parameters and a registry's tally: every realised figure is a sum of
+    whole numbers over patients, so the truth of a chunked registry is exact, not an average of chunks."""
     from . import __version__
 
-    years = {w: float(hidden[f"{w}_days"].sum() / YEAR) for w in ("pre", "post", "off")}
-    events = {w: int(hidden[f"{w}_relapses"].sum()) for w in ("pre", "post", "off")}
+    n = tally["patients"]
+    years = {w: float(tally["days"][w] / YEAR) for w in ("pre", "post", "off")}
+    events = {w: tally["relapses"][w] for w in ("pre", "post", "off")}
+    cleaned = tally["cleaned"]
     rates = {"pre": p.pre_rate, "post": p.post_rate, "off": p.resolved_off_rate}
     k = p.frailty_shape
 
@@ -665,12 +775,6 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
             return math.exp(-p.post_rate * t_years)
         return (1 + p.post_rate * t_years / k) ** (-k)
 
-    # true relapses (onset, pre, post, off) fewer than 30 days after the previous true relapse
-    true_rows = np.isin(kinds, RELAPSE_KINDS[:4])
-    who, day, kind = r_who[true_rows], r_day[true_rows], kinds[true_rows]
-    close_to_previous = (who[1:] == who[:-1]) & (day[1:] - day[:-1] < 30)
-    close = {w: int(np.sum(close_to_previous & (kind[1:] == w))) for w in ("pre", "post", "off")}
-    by_reason = {reason: int(np.sum(stopped & (reason_code == i))) for i, reason in enumerate(STOP_REASONS)}
     values = {}
     for f in dataclasses.fields(p):
         value = getattr(p, f.name)
@@ -679,6 +783,7 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
     truth = {
         "generator": f"endpointkit.simulate {__version__}",
         "seed": seed,
+        **({"chunk_patients": chunk_patients, "chunks": -(-n // chunk_patients)} if chunk_patients else {}),
         "n_patients": n,
         "parameters": values,
         "true_values": {
@@ -706,22 +811,22 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
         },
         "realized": {
             "person_years": years,
-            "relapses": {**events, "onset": int(np.sum(kinds == "onset"))},
+            "relapses": {**events, "onset": tally["relapses"]["onset"]},
             "crude_rates": {w: (events[w] / years[w] if years[w] > 0 else None) for w in ("pre", "post", "off")},
             "crude_rate_ratio": (events["post"] / years["post"]) / (events["pre"] / years["pre"]) if events["pre"] and years["post"] > 0 else None,
-            "relapses_within_30_days": close,
+            "relapses_within_30_days": dict(tally["within_30_days"]),
             "after_cohort_cleaning": {
-                "relapses": cleaned,
+                "relapses": dict(cleaned),
                 "crude_rates": {w: (cleaned[w] / years[w] if years[w] > 0 else None) for w in ("pre", "post", "off")},
                 "crude_rate_ratio": (cleaned["post"] / years["post"]) / (cleaned["pre"] / years["pre"]) if cleaned["pre"] and years["post"] > 0 else None,
             },
-            "duplicate_rows": int(np.sum(kinds == "duplicate")),
-            "pseudo_rows": int(np.sum(kinds == "pseudo")),
-            "discontinued": int(stopped.sum()),
-            "stop_reasons": by_reason,
-            "missing_last_followup_date": int(missing_fu.sum()),
-            "adverse_events_on_index_treatment": ivig_ae_events + stop_ae_events,
-            "rows": {name: len(frame) for name, frame in tables.items()},
+            "duplicate_rows": tally["duplicate_rows"],
+            "pseudo_rows": tally["pseudo_rows"],
+            "discontinued": tally["discontinued"],
+            "stop_reasons": {reason: tally["stop_reasons"][reason] for reason in STOP_REASONS},
+            "missing_last_followup_date": tally["missing_last_followup_date"],
+            "adverse_events_on_index_treatment": tally["adverse_events_on_index_treatment"],
+            "rows": {name: tally["rows"][name] for name in TABLE_NAMES},
         },
         "definitions": [
             "Times are whole days; a year is 365.25 days. Person-time: pre = index - onset, post = treatment end - index, "
@@ -751,20 +856,25 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
             "blank last_followup_date (replaced by the latest record).",
         ],
     }
+    if chunk_patients:
+        truth["definitions"].append(
+            f"Generated in chunks of {chunk_patients} patients, each from a random stream of its own (the chunk's child "
+            "of SeedSequence(seed)): another registry than the seed's unchunked one, the same for the same seed and "
+            "chunk size. Every realised figure is counted over the whole registry.")
     if p.arms:
-        truth["arms"] = _arms_truth(p, hidden)
+        truth["arms"] = _arms_truth(p, tally["arms"])
     return truth
 
 
-def _arms_truth(p: TrueParameters, hidden: pd.DataFrame) -> dict:
+def _arms_truth(p: TrueParameters, arms: Mapping[str, Mapping[str, int]]) -> dict:
     """The two-arm design's truth: the between-arm ratios and what was realised in each arm."""
     realized = {}
-    for arm, rows in hidden.groupby("arm", sort=True):
-        years = float(rows["post_days"].sum() / YEAR)
-        events = int(rows["post_relapses"].sum())
+    for arm in sorted(arms):
+        years = float(arms[arm]["post_days"] / YEAR)
+        events = arms[arm]["post_relapses"]
         realized[arm] = {
-            "patients": len(rows), "post_person_years": years, "post_relapses": events,
-            "post_crude_rate": events / years if years > 0 else None, "discontinued": int(rows["stopped"].sum()),
+            "patients": arms[arm]["patients"], "post_person_years": years, "post_relapses": events,
+            "post_crude_rate": events / years if years > 0 else None, "discontinued": arms[arm]["discontinued"],
         }
     return {
         "true_values": {
