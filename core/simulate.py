@@ -938,17 +938,142 @@ def write_partitioned_registry(tables: Mapping[str, pd.DataFrame], truth: Mappin
     return f"{partitions} partition(s) and truth.json to {out_dir}"
 
 
+def write_chunked_registry(n_patients: int, seed: int, params: TrueParameters | Mapping[str, Any] | None,
+                           chunk_patients: int, out_dir: str | Path, fmt: str = "csv", partitions: int = 1,
+                           progress: bool = False) -> tuple[dict, str]:
+    """Simulate ``chunk_patients`` at a time (:func:`simulate_chunks`) and write each chunk before the
+    next is generated: memory holds one chunk's tables, whatever ``n_patients``.
+
+    The registry's tables are the chunks' CSV files put end to end (one header, then each chunk's
+    rows in chunk order): ``fmt="csv"`` writes exactly those files; ``fmt="parquet"`` writes the
+    dataset ``endpointkit partition`` would write from them (a :class:`ChunkedDataset`: the same
+    records in the same partition files, line numbers continuing across chunks, the checksums of
+    those files). truth.json is counted over the whole registry. Returns (truth, what was written)."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    from .data import LINE
+    from .output import check_writable, file_mode
+    from .partitioned_dataset import ChunkedDataset
+    from .plugins.sources import CsvFolder
+
+    n, seed, chunk = _checked(n_patients, seed, chunk_patients)
+    if chunk is None:
+        raise UsageError("--chunk-patients: expected a number of patients per chunk >= 1, got None")
+    p = _resolve(params)
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    chunks = -(-n // chunk)
+    dataset = (ChunkedDataset(out_dir, partitions, CsvFolder.name, f"endpointkit simulate --patients {n} --seed {seed} "
+                              f"--chunk-patients {chunk}") if fmt == "parquet" else None)
+    started = time.perf_counter()
+    sinks: dict[str, tuple[Path, Any]] = {}  # csv: table -> (temporary file beside its target, open handle)
+    scratch = None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.chunk-"))
+        if dataset is None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in TABLE_NAMES:
+                handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".endpointkit-", suffix=".tmp")
+                sinks[name] = (Path(temp), os.fdopen(handle, "wb"))
+        source = CsvFolder()
+        hashes = {name: hashlib.sha256() for name in TABLE_NAMES}
+        headers: dict[str, bytes] = {}
+        lines = dict.fromkeys(TABLE_NAMES, 0)  # lines of each table written so far, less its header
+        tally: dict = {}
+        for index, sim in enumerate(simulate_chunks(n, seed, p, chunk)):
+            add_tally(tally, sim.tally)
+            write_registry(sim.tables, None, scratch)
+            del sim  # only one chunk's tables in memory: released before the next chunk is generated
+            for name in TABLE_NAMES:
+                data = (scratch / f"{name}.csv").read_bytes()
+                cut = data.index(b"\n") + 1
+                if headers.setdefault(name, data[:cut]) != data[:cut]:
+                    raise RuntimeError(f"chunk {index}: {name}.csv has another header than the first chunk's")
+                body = data if index == 0 else data[cut:]
+                hashes[name].update(body)
+                if dataset is None:
+                    sinks[name][1].write(body)
+                else:
+                    frame, _ = source.read_table(scratch, name)
+                    frame[LINE] += lines[name]  # the chunk's file's own line numbers, continued
+                    dataset.add(name, frame, source.describe(name))
+                    del frame
+                lines[name] += data.count(b"\n") - 1
+                del data, body
+            if progress and chunks > 1:
+                print(f"endpointkit: simulated chunk {index + 1} of {chunks} ({min(n, (index + 1) * chunk):,} of {n:,} "
+                      f"patients) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        truth = _truth(p, seed, tally, chunk)
+        truth_text = json.dumps(truth, indent=2, allow_nan=False) + "\n"
+        if dataset is not None:
+            dataset.finish({name: hashes[name].hexdigest() for name in TABLE_NAMES}, {"truth.json": truth_text})
+            return truth, f"{partitions} partition(s) and truth.json to {out_dir}"
+        handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".endpointkit-", suffix=".tmp")
+        sinks["truth"] = (Path(temp), os.fdopen(handle, "wb"))
+        sinks["truth"][1].write(truth_text.encode("utf-8"))
+        for temp, stream in sinks.values():
+            stream.close()
+            os.chmod(temp, file_mode())
+        for name, (temp, _) in sinks.items():
+            os.replace(temp, out_dir / ("truth.json" if name == "truth" else f"{name}.csv"))
+        sinks = {}
+        return truth, f"{out_dir}/truth.json"
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        for temp, stream in sinks.values():
+            stream.close()
+            temp.unlink(missing_ok=True)
+        if dataset is not None:
+            dataset.discard()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+BYTES_PER_PATIENT = 8_000  # peak memory of generating and writing a registry at once, per patient (measured: 1M ~ 7.4 GiB)
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where there is no such file."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_fits(patients: int) -> None:
+    """A registry generated at once that would need more memory than the machine has available is
+    refused before any work, with the option that bounds the memory."""
+    need, available = patients * BYTES_PER_PATIENT, _available_memory()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--patients {patients:,}: generating the registry at once needs about {need / 2**30:.0f} GiB of memory, "
+            f"more than the {available / 2**30:.0f} GiB available; add --chunk-patients 250000 to generate it 250,000 "
+            "patients at a time (about 2 GiB), written as each chunk is done (the registry then differs from the "
+            "seed's unchunked one: see endpointkit simulate --help)")
+
+
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
 def simulate_command(args) -> int:
-    """``endpointkit simulate --patients N [--seed S] -o DIR [--set name=value ...]``."""
+    """``endpointkit simulate --patients N [--seed S] -o DIR [--set name=value ...] [--chunk-patients C]``."""
     started = time.perf_counter()
     if args.patients < 1:
         raise UsageError(f"--patients: expected a number of patients >= 1, got {args.patients}")
     if args.seed < 0:
         raise UsageError(f"--seed: expected a whole number >= 0, got {args.seed}")
+    chunk = getattr(args, "chunk_patients", None)
+    if chunk is not None and chunk < 1:
+        raise UsageError(f"--chunk-patients: expected a number of patients per chunk >= 1, got {chunk}")
     params = parse_settings(list(args.set))
     from .output import check_writable
 
@@ -964,16 +1089,24 @@ def simulate_command(args) -> int:
         check_new_folder(Path(args.output))
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise UsageError(f"--partitions: expected a number of partitions from 1 to {MAX_PARTITIONS}, got {partitions}")
-    sim = simulate_registry(args.patients, args.seed, params)
-    if fmt == "parquet":
-        wrote = write_partitioned_registry(sim.tables, sim.truth, args.output, partitions)
+    if chunk is not None:
+        truth, wrote = write_chunked_registry(args.patients, args.seed, params, chunk, args.output, fmt, partitions,
+                                              progress=True)
     else:
-        write_registry(sim.tables, sim.truth, args.output)
-        wrote = f"{args.output}/truth.json"
-    rows = sim.truth["realized"]["rows"]
-    rates = sim.truth["realized"]["crude_rates"]
+        _check_fits(args.patients)
+        sim = simulate_registry(args.patients, args.seed, params)
+        truth = sim.truth
+        if fmt == "parquet":
+            wrote = write_partitioned_registry(sim.tables, sim.truth, args.output, partitions)
+        else:
+            write_registry(sim.tables, sim.truth, args.output)
+            wrote = f"{args.output}/truth.json"
+        del sim
+    rows = truth["realized"]["rows"]
+    rates = truth["realized"]["crude_rates"]
+    chunked = f", {truth['chunks']:,} chunks of {chunk:,}" if chunk is not None else ""
     print(
-        f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}) in {time.perf_counter() - started:.1f} s: "
+        f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}{chunked}) in {time.perf_counter() - started:.1f} s: "
         f"{rows['relapses']:,} relapse rows, {rows['administrations']:,} administrations, {rows['edss']:,} EDSS, "
         f"{rows['titers']:,} titers, {rows['adverse_events']:,} adverse events; true ARR {params.pre_rate:g} -> "
         f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {wrote}",
