@@ -984,7 +984,9 @@ def write_chunked_registry(n_patients: int, seed: int, params: TrueParameters | 
         headers: dict[str, bytes] = {}
         lines = dict.fromkeys(TABLE_NAMES, 0)  # lines of each table written so far, less its header
         tally: dict = {}
-        for index, sim in enumerate(simulate_chunks(n, seed, p, chunk)):
+        index = -1
+        for sim in simulate_chunks(n, seed, p, chunk):  # not enumerate: it would hold the chunk until the next is made
+            index += 1
             add_tally(tally, sim.tally)
             write_registry(sim.tables, None, scratch)
             del sim  # only one chunk's tables in memory: released before the next chunk is generated
