@@ -35,6 +35,11 @@ The model (all times are whole days; a year is 365.25 days, as in the endpoints)
 
 Everything is vectorised numpy (counts by ``rng.poisson``, expanded with ``np.repeat``); the same
 seed and parameters give byte-identical files.
+
+Large registries (``--chunk-patients C``, :func:`simulate_chunks`, :func:`write_chunked_registry`):
+C patients at a time, chunk ``c`` from its own child of ``SeedSequence(seed)``, each chunk written
+before the next is made. The registry is then fixed by (seed, C) and differs from the unchunked one;
+the truth is counted over all chunks (:func:`add_tally`).
 """
 
 from __future__ import annotations
@@ -917,9 +922,9 @@ def write_partitioned_registry(tables: Mapping[str, pd.DataFrame], truth: Mappin
     """The registry as the partitioned Parquet dataset ``endpointkit partition`` would write from its
     CSV files (the same line numbers and checksums), with truth.json beside the manifest.
 
-    The CSV files are written to a scratch folder and partitioned from there: the simulator draws
-    every patient from one random stream (the seed's registry is one draw), so generating chunks of
-    patients with seeds of their own would change the registry a seed stands for."""
+    The CSV files are written to a scratch folder and partitioned from there: an unchunked registry
+    is one draw from one random stream, generated whole (a chunked one is written chunk by chunk by
+    :func:`write_chunked_registry`)."""
     import shutil
     import tempfile
 
