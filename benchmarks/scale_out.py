@@ -6,7 +6,9 @@
 2. 1,000,000 patients simulated straight to a 32-partition Parquet dataset, run with serial, processes
    and dask: wall time and the peak resident memory of every process of the run; plus the one-process
    run from CSV of the same registry.
-3. Optionally (``--largest N``) a larger registry, if the simulator fits in memory.
+3. Optionally (``--largest N``) a larger registry, simulated 250,000 patients at a time
+   (``--chunk-patients``: the simulator holds one chunk, whatever N) into N / 31,250 partitions (at
+   least 32), and run with dask on as many partitions.
 
 How memory is measured: each run is a subprocess of this script. While it runs, a sampler thread walks
 the process tree under it every 0.2 s (parent ids from /proc/PID/stat) and keeps, for every process
@@ -41,6 +43,7 @@ SCALE = DATA / "scale"
 WORK = SCALE / "work"  # every run writes to WORK/out (the same relative -o path), then it is moved
 RESULTS = BENCH / "SCALE_RESULTS.md"
 EPOCH = "1767225600"  # 2026-01-01: results.json's timestamp is pinned, so outputs can be compared byte for byte
+LARGEST_CHUNK = 250_000  # --largest: patients simulated at a time (about 2.2 GiB for the simulator)
 GIB = 1024**3
 
 
@@ -180,8 +183,9 @@ def _load() -> str:
 # --------------------------------------------------------------------------- data and runs
 
 
-def simulate(n: int, folder: Path, memory_cap: float, partitions: int | None = None) -> Measured | None:
-    """Simulate a registry once (reused when its truth.json is there); None when reused."""
+def simulate(n: int, folder: Path, memory_cap: float, partitions: int | None = None, chunk: int | None = None) -> Measured | None:
+    """Simulate a registry once (reused when its truth.json is there); None when reused. ``chunk``:
+    generated that many patients at a time (another registry than the unchunked one of the seed)."""
     if (folder / "truth.json").exists():
         return None
     if folder.exists():
@@ -189,7 +193,10 @@ def simulate(n: int, folder: Path, memory_cap: float, partitions: int | None = N
     command = [*endpointkit_command(), "simulate", "--patients", str(n), "--seed", "1", "-o", str(folder)]
     if partitions:
         command += ["--format", "parquet", "--partitions", str(partitions)]
-    return measure(f"simulate {n:,}" + (f" to {partitions} Parquet partitions" if partitions else " to CSV"),
+    if chunk:
+        command += ["--chunk-patients", str(chunk)]
+    return measure(f"simulate {n:,}" + (f" to {partitions} Parquet partitions" if partitions else " to CSV")
+                   + (f", {chunk:,} at a time" if chunk else ""),
                    command, SCALE, memory_cap)
 
 
@@ -418,16 +425,18 @@ def main() -> int:
 
     if args.largest:
         n = args.largest
-        folder = SCALE / f"registry_{n}_parquet32"
-        sim = simulate(n, folder, args.memory_cap, partitions=max(32, n // 31250))
+        partitions = max(32, n // 31250)
+        folder = SCALE / f"registry_{n}_chunked_parquet{partitions}"
+        sim = simulate(n, folder, args.memory_cap, partitions=partitions, chunk=LARGEST_CHUNK)
         if sim:
             sims.append(sim)
         lines += [f"## 3. {n:,} patients", ""]
         if sim is not None and not sim.ok:
-            lines += [f"Simulating {n:,} patients did not complete: {status(sim)} (the simulator holds every table "
-                      "of the whole registry in one process before it partitions them).", ""]
+            lines += [f"Simulating {n:,} patients did not complete: {status(sim)} (the simulator holds one chunk "
+                      f"of {LARGEST_CHUNK:,} patients at a time).", ""]
         else:
-            m = run_study(f"dask, --jobs 2, {n:,}", folder, ["--executor", "dask", "--jobs", "2"], args.memory_cap)
+            m = run_study(f"dask, --jobs 2, {partitions} partitions, {n:,}", folder,
+                          ["--executor", "dask", "--jobs", "2", "--partitions", str(partitions)], args.memory_cap)
             lines += [f"{m.label}: {m.seconds:.1f} s, largest process {mib(m.max_process)}, all at once {mib(m.tree_peak)}: "
                       f"{status(m)}", "", *process_table(m), ""]
 

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate", help="write a synthetic registry in the canonical tables",
-        description="Write a seeded synthetic registry (patients.csv, ..., truth.json) in the canonical tables.",
+        description="Write a seeded synthetic registry (patients.csv, ..., truth.json) in the canonical tables. A "
+                    "registry too large to generate at once (millions of patients) is generated with --chunk-patients.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     simulate.__class__ = _SimulateParser  # add_parser takes no parser class of its own
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--format", choices=("csv", "parquet"), default="csv",
                           help="csv (default): one CSV file per table; parquet: a partitioned dataset as endpointkit partition writes it")
     simulate.add_argument("--partitions", type=int, metavar="N", help="with --format parquet: the number of partitions (default 1)")
+    simulate.add_argument("--chunk-patients", type=int, metavar="C",
+                          help="generate and write the registry C patients at a time (e.g. 250000), each chunk from a random "
+                               "stream of its own derived from (seed, chunk number): memory holds one chunk, whatever "
+                               "--patients. Patient ids are as without it; the registry is the same for the same seed and "
+                               "C, but differs from the one the seed gives without --chunk-patients")
     partition = commands.add_parser(
         "partition", help="write the spec's data as a hash-partitioned Parquet dataset",
         description="Read every table of the spec's data through its source and write it as a Parquet dataset, one file "

@@ -435,6 +435,113 @@ def write_partitioned(source, path: Path, columns: Mapping[str, Mapping[str, str
             shutil.rmtree(staging, ignore_errors=True)
 
 
+class ChunkedDataset:
+    """A partitioned dataset written from chunks of patients (``endpointkit simulate --chunk-patients``),
+    each chunk's records handed over as the source would hand them over, then released.
+
+    ``add`` splits a chunk's raw table by the same hash as :func:`write_partitioned` and appends it
+    to one staging Parquet file per table and chunk, one row group per partition; ``finish`` writes
+    each partition's file from its row groups in chunk order (one partition in memory at a time), so
+    the dataset is the one :func:`write_partitioned` writes from the chunks' tables put end to end:
+    the same records in the same files, line numbers continuing across chunks (the caller numbers
+    them), the checksums of the original tables as the caller computed them. Staged in a sibling
+    folder and renamed into place when complete, like :func:`write_partitioned`."""
+
+    def __init__(self, out: Path, partitions: int, source: str, data: str):
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise UsageError(f"--partitions: expected a number of partitions from 1 to {MAX_PARTITIONS}, got {partitions}")
+        self.out, self.partitions, self.source, self.data = Path(out), partitions, source, data
+        check_new_folder(self.out)
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.staging: Path | None = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-"))
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write to {self.out.parent}: {exc.strerror or exc}") from None
+        self._chunks = self.staging / ".chunks"
+        self._chunks.mkdir()
+        self._tables: dict[str, dict[str, Any]] = {}  # name -> origin, unit, columns, rows, chunk files
+        self._groups: dict[str, list[list[tuple[int, int]]]] = {}  # name -> per partition: (chunk file, row group)
+
+    def add(self, name: str, frame: pd.DataFrame, origin: str, unit: str = "line") -> None:
+        """One chunk's raw table (with its records' original line numbers in ``_line``)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        where = record_partitions(frame, name, self.partitions, None, DataReading())
+        kinds = {str(c): _kind(frame[c]) for c in frame.columns}
+        entry = self._tables.setdefault(name, {"origin": origin, "unit": unit, "columns": kinds, "rows": 0, "files": 0})
+        if kinds != entry["columns"]:
+            raise DataError(name, f"a chunk's columns {kinds} differ from the first chunk's {entry['columns']}")
+        arrow = _to_arrow(frame.set_axis(list(kinds), axis=1), kinds)
+        for i, field in enumerate(arrow.schema):  # as _file_bytes writes text (a chunk's dictionary is its own)
+            if pa.types.is_dictionary(field.type):
+                arrow = arrow.set_column(i, field.name, arrow.column(i).cast(pa.string()))
+        order = np.argsort(where, kind="stable")
+        bounds = np.searchsorted(where[order], np.arange(self.partitions + 1))
+        groups = self._groups.setdefault(name, [[] for _ in range(self.partitions)])
+        chunk, group = entry["files"], 0
+        with pq.ParquetWriter(self._chunks / f"{name}-{chunk:06d}.parquet", arrow.schema, compression="zstd") as writer:
+            for k in range(self.partitions):
+                rows = int(bounds[k + 1] - bounds[k])
+                if rows:
+                    writer.write_table(arrow.take(pa.array(order[bounds[k]:bounds[k + 1]])), row_group_size=rows)
+                    groups[k].append((chunk, group))
+                    group += 1
+        entry["rows"] += int(arrow.num_rows)
+        entry["files"] += 1
+
+    def finish(self, checksums: Mapping[str, str], extra_files: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Write each partition's files, the manifest (``checksums``: each original table's) and the
+        extra files, and rename the dataset into place. Returns the manifest written."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from . import __version__
+
+        assert self.staging is not None, "finish() once"
+        try:
+            tables: dict[str, dict[str, Any]] = {}
+            for name in patients_first(self._tables):
+                entry = self._tables[name]
+                files = [pq.ParquetFile(self._chunks / f"{name}-{c:06d}.parquet") for c in range(entry["files"])]
+                (self.staging / name).mkdir()
+                parts = []
+                for k, groups in enumerate(self._groups[name]):
+                    pieces = [files[c].read_row_group(g) for c, g in groups]
+                    table = pa.concat_tables(pieces) if pieces else files[0].schema_arrow.empty_table()
+                    data = _file_bytes(table)
+                    (self.staging / name / part_name(k)).write_bytes(data)
+                    parts.append({"rows": int(table.num_rows), "sha256": hashlib.sha256(data).hexdigest()})
+                for c, file in enumerate(files):  # the table's staging files are no longer needed
+                    file.close()
+                    (self._chunks / f"{name}-{c:06d}.parquet").unlink()
+                tables[name] = {"rows": entry["rows"], "sha256": checksums[name], "origin": entry["origin"],
+                                "unit": entry["unit"], "columns": entry["columns"], "parts": parts}
+            shutil.rmtree(self._chunks)
+            manifest = {
+                "format": FORMAT, "version": VERSION, "partitions": self.partitions, "hash": HASH,
+                "source": self.source, "data": self.data, "endpointkit": __version__, "tables": tables,
+            }
+            for relative, text in (extra_files or {}).items():
+                (self.staging / relative).write_text(text, encoding="utf-8")
+            (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            if self.out.exists():
+                self.out.rmdir()  # empty (checked when the writing began)
+            os.replace(self.staging, self.out)
+            self.staging = None
+            return manifest
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write the dataset to {self.out}: {exc.strerror or exc}") from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove what was staged (nothing is left behind when the writing fails or is interrupted)."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+
+
 def summary(manifest: Mapping[str, Any], out: Path, seconds: float) -> str:
     """The one line ``endpointkit partition`` prints."""
     tables = manifest["tables"]

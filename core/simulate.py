@@ -35,6 +35,11 @@ The model (all times are whole days; a year is 365.25 days, as in the endpoints)
 
 Everything is vectorised numpy (counts by ``rng.poisson``, expanded with ``np.repeat``); the same
 seed and parameters give byte-identical files.
+
+Large registries (``--chunk-patients C``, :func:`simulate_chunks`, :func:`write_chunked_registry`):
+C patients at a time, chunk ``c`` from its own child of ``SeedSequence(seed)``, each chunk written
+before the next is made. The registry is then fixed by (seed, C) and differs from the unchunked one;
+the truth is counted over all chunks (:func:`add_tally`).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,25 +341,109 @@ class Simulation:
     truth: dict
     patients: pd.DataFrame
     relapse_kind: np.ndarray
+    tally: dict = dataclasses.field(default_factory=dict)  # the counts behind the truth (see add_tally)
 
 
-def simulate(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+def simulate(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None,
+             chunk_patients: int | None = None) -> dict[str, pd.DataFrame]:
     """The canonical tables of a synthetic registry (values as they appear in the CSV files)."""
-    return simulate_registry(n_patients, seed, params).tables
+    return simulate_registry(n_patients, seed, params, chunk_patients).tables
 
 
-def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None) -> Simulation:
-    """Tables, truth and per-patient truth of a synthetic registry (see the module docstring)."""
-    if int(n_patients) < 1:
+def _checked(n_patients: int, seed: int, chunk_patients: int | None) -> tuple[int, int, int | None]:
+    if isinstance(n_patients, bool) or int(n_patients) < 1:
         raise UsageError(f"--patients: expected a number of patients >= 1, got {n_patients}")
-    if int(seed) < 0:
+    if isinstance(seed, bool) or int(seed) < 0:
         raise UsageError(f"--seed: expected a whole number >= 0, got {seed}")
+    if chunk_patients is not None and (isinstance(chunk_patients, bool) or int(chunk_patients) < 1):
+        raise UsageError(f"--chunk-patients: expected a number of patients per chunk >= 1, got {chunk_patients}")
+    return int(n_patients), int(seed), None if chunk_patients is None else int(chunk_patients)
+
+
+def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None,
+                      chunk_patients: int | None = None) -> Simulation:
+    """Tables, truth and per-patient truth of a synthetic registry (see the module docstring).
+
+    With ``chunk_patients`` the registry is the chunks of :func:`simulate_chunks` put end to end,
+    with the truth of all of them: another registry than the seed's unchunked one (each chunk has a
+    random stream of its own), the same for the same seed and chunk size."""
+    n, seed, chunk = _checked(n_patients, seed, chunk_patients)
     p = _resolve(params)
-    n = int(n_patients)
-    rng = np.random.default_rng(int(seed))
+    if chunk is None:
+        sim = _generate(p, n, np.random.default_rng(seed), np.random.default_rng((seed, 1)), 0, _id_width(n))
+        sim.truth = _truth(p, seed, sim.tally)
+        return sim
+    tally: dict = {}
+    pieces = []
+    for piece in simulate_chunks(n, seed, p, chunk):
+        add_tally(tally, piece.tally)
+        pieces.append(piece)
+    tables = {name: pd.concat([s.tables[name] for s in pieces], ignore_index=True) for name in TABLE_NAMES}
+    return Simulation(
+        tables=tables, truth=_truth(p, seed, tally, chunk),
+        patients=pd.concat([s.patients for s in pieces], ignore_index=True),
+        relapse_kind=np.concatenate([s.relapse_kind for s in pieces]), tally=tally,
+    )
+
+
+def chunk_generators(seed: int, chunk: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The random streams of chunk ``chunk`` (0, 1, ...): the chunk's child of ``SeedSequence(seed)``
+    (what ``SeedSequence(seed).spawn`` gives it), split in two: the main stream and the arms' stream."""
+    main, arms = np.random.SeedSequence(int(seed), spawn_key=(int(chunk),)).spawn(2)
+    return np.random.default_rng(main), np.random.default_rng(arms)
+
+
+def simulate_chunks(n_patients: int, seed: int = 1, params: TrueParameters | Mapping[str, Any] | None = None,
+                    chunk_patients: int = 250_000) -> Iterator[Simulation]:
+    """The registry of ``n_patients`` generated ``chunk_patients`` at a time, one chunk in memory.
+
+    Chunk ``c`` holds patients ``c * chunk_patients + 1`` onwards (ids as without chunks, unique
+    across chunks, numbered to the width of ``n_patients``), drawn from :func:`chunk_generators`
+    ``(seed, c)``; each chunk's ``truth`` is that of the chunk alone and its ``tally`` the counts
+    behind it, which :func:`add_tally` adds up exactly for the whole registry's truth
+    (:func:`registry_truth`)."""
+    n, seed, chunk = _checked(n_patients, seed, chunk_patients)
+    if chunk is None:
+        raise UsageError("--chunk-patients: expected a number of patients per chunk >= 1, got None")
+    p = _resolve(params)
+    width = _id_width(n)
+    for index, first in enumerate(range(0, n, chunk)):
+        yield _chunk(p, seed, index, first, min(chunk, n - first), width, chunk)
+
+
+def _chunk(p: TrueParameters, seed: int, index: int, first: int, size: int, width: int, chunk: int) -> Simulation:
+    sim = _generate(p, size, *chunk_generators(seed, index), first, width)
+    sim.truth = _truth(p, seed, sim.tally, chunk)
+    return sim
+
+
+def add_tally(total: dict, part: Mapping) -> dict:
+    """Add a chunk's tally (nested counts, all whole numbers) into ``total``, in place."""
+    for key, value in part.items():
+        if isinstance(value, Mapping):
+            add_tally(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def registry_truth(params: TrueParameters | Mapping[str, Any] | None, seed: int, tally: Mapping,
+                   chunk_patients: int | None = None) -> dict:
+    """truth.json of a registry from its tally (the chunks' tallies added up with :func:`add_tally`)."""
+    return _truth(_resolve(params), int(seed), tally, chunk_patients)
+
+
+def _id_width(n: int) -> int:
+    return max(5, len(str(n)))
+
+
+def _generate(p: TrueParameters, n: int, rng: np.random.Generator, arm_rng: np.random.Generator, first: int,
+              width: int) -> Simulation:
+    """``n`` patients, ids ``first + 1`` on, drawn from ``rng`` (the arms from ``arm_rng``); the
+    truth is left to the caller, which knows whether this is the registry or a chunk of it."""
     every = np.arange(n)
     # two-arm design: arms from a generator of their own, so that everything else is drawn as without arms
-    arm_b = (np.random.default_rng((int(seed), 1)).random(n) < p.arm_b_fraction) if p.arms else np.zeros(n, dtype=bool)
+    arm_b = (arm_rng.random(n) < p.arm_b_fraction) if p.arms else np.zeros(n, dtype=bool)
 
     # ---- patients and their time line
     extract, first_index = _day(p.extract_date), _day(p.index_first)
@@ -388,8 +477,7 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
         group = np.where(arm_b, "B", "A").astype(object)
     missing_fu = rng.random(n) < p.missing_followup_fraction
 
-    width = max(5, len(str(n)))
-    pid = np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), width)).astype(object)
+    pid = np.char.add("P", np.char.zfill(np.arange(first + 1, first + n + 1).astype(str), width)).astype(object)
 
     # ---- relapses: onset attack + Poisson processes in three windows, same frailty
     off_rate = p.resolved_off_rate
@@ -605,8 +693,31 @@ def simulate_registry(n_patients: int, seed: int = 1, params: TrueParameters | M
         "post": int(np.sum((c_day > index[c_who]) & (c_day <= end[c_who]))),
         "off": int(np.sum(c_day > end[c_who])),
     }
-    truth = _truth(p, n, int(seed), hidden, kinds, r_who, r_day, tables, stopped, reason_code, missing_fu, x_who.size, ae_who.size, cleaned)
-    return Simulation(tables=tables, truth=truth, patients=hidden, relapse_kind=kinds)
+    # true relapses (onset, pre, post, off) fewer than 30 days after the previous true relapse
+    true_rows = np.isin(kinds, RELAPSE_KINDS[:4])
+    who, day, kind = r_who[true_rows], r_day[true_rows], kinds[true_rows]
+    close_to_previous = (who[1:] == who[:-1]) & (day[1:] - day[:-1] < 30)
+    tally = {
+        "patients": n,
+        "days": {w: int(hidden[f"{w}_days"].sum()) for w in ("pre", "post", "off")},
+        "relapses": {**{w: int(hidden[f"{w}_relapses"].sum()) for w in ("pre", "post", "off")}, "onset": int(np.sum(kinds == "onset"))},
+        "within_30_days": {w: int(np.sum(close_to_previous & (kind[1:] == w))) for w in ("pre", "post", "off")},
+        "cleaned": cleaned,
+        "duplicate_rows": int(np.sum(kinds == "duplicate")),
+        "pseudo_rows": int(np.sum(kinds == "pseudo")),
+        "discontinued": int(stopped.sum()),
+        "stop_reasons": {reason: int(np.sum(stopped & (reason_code == i))) for i, reason in enumerate(STOP_REASONS)},
+        "missing_last_followup_date": int(missing_fu.sum()),
+        "adverse_events_on_index_treatment": int(ae_who.size + x_who.size),
+        "rows": {name: len(frame) for name, frame in tables.items()},
+    }
+    if p.arms:
+        tally["arms"] = {
+            arm: {"patients": len(rows), "post_days": int(rows["post_days"].sum()),
+                  "post_relapses": int(rows["post_relapses"].sum()), "discontinued": int(rows["stopped"].sum())}
+            for arm, rows in hidden.groupby("arm", sort=True)
+        }
+    return Simulation(tables=tables, truth={}, patients=hidden, relapse_kind=kinds, tally=tally)
 
 
 def _probabilities(p: TrueParameters) -> list[float]:
@@ -652,11 +763,15 @@ def _ae_terms(rng: np.random.Generator, size: int, terms: dict) -> tuple[np.ndar
 # --------------------------------------------------------------------------- truth
 
 
-def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code, missing_fu, stop_ae_events, ivig_ae_events, cleaned) -> dict:
+def _truth(p: TrueParameters, seed: int, tally: Mapping, chunk_patients: int | None = None) -> dict:
+    """truth.json from the parameters and a registry's tally: every realised figure is a sum of
+    whole numbers over patients, so the truth of a chunked registry is exact, not an average of chunks."""
     from . import __version__
 
-    years = {w: float(hidden[f"{w}_days"].sum() / YEAR) for w in ("pre", "post", "off")}
-    events = {w: int(hidden[f"{w}_relapses"].sum()) for w in ("pre", "post", "off")}
+    n = tally["patients"]
+    years = {w: float(tally["days"][w] / YEAR) for w in ("pre", "post", "off")}
+    events = {w: tally["relapses"][w] for w in ("pre", "post", "off")}
+    cleaned = tally["cleaned"]
     rates = {"pre": p.pre_rate, "post": p.post_rate, "off": p.resolved_off_rate}
     k = p.frailty_shape
 
@@ -665,12 +780,6 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
             return math.exp(-p.post_rate * t_years)
         return (1 + p.post_rate * t_years / k) ** (-k)
 
-    # true relapses (onset, pre, post, off) fewer than 30 days after the previous true relapse
-    true_rows = np.isin(kinds, RELAPSE_KINDS[:4])
-    who, day, kind = r_who[true_rows], r_day[true_rows], kinds[true_rows]
-    close_to_previous = (who[1:] == who[:-1]) & (day[1:] - day[:-1] < 30)
-    close = {w: int(np.sum(close_to_previous & (kind[1:] == w))) for w in ("pre", "post", "off")}
-    by_reason = {reason: int(np.sum(stopped & (reason_code == i))) for i, reason in enumerate(STOP_REASONS)}
     values = {}
     for f in dataclasses.fields(p):
         value = getattr(p, f.name)
@@ -679,6 +788,7 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
     truth = {
         "generator": f"endpointkit.simulate {__version__}",
         "seed": seed,
+        **({"chunk_patients": chunk_patients, "chunks": -(-n // chunk_patients)} if chunk_patients else {}),
         "n_patients": n,
         "parameters": values,
         "true_values": {
@@ -706,22 +816,22 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
         },
         "realized": {
             "person_years": years,
-            "relapses": {**events, "onset": int(np.sum(kinds == "onset"))},
+            "relapses": {**events, "onset": tally["relapses"]["onset"]},
             "crude_rates": {w: (events[w] / years[w] if years[w] > 0 else None) for w in ("pre", "post", "off")},
             "crude_rate_ratio": (events["post"] / years["post"]) / (events["pre"] / years["pre"]) if events["pre"] and years["post"] > 0 else None,
-            "relapses_within_30_days": close,
+            "relapses_within_30_days": dict(tally["within_30_days"]),
             "after_cohort_cleaning": {
-                "relapses": cleaned,
+                "relapses": dict(cleaned),
                 "crude_rates": {w: (cleaned[w] / years[w] if years[w] > 0 else None) for w in ("pre", "post", "off")},
                 "crude_rate_ratio": (cleaned["post"] / years["post"]) / (cleaned["pre"] / years["pre"]) if cleaned["pre"] and years["post"] > 0 else None,
             },
-            "duplicate_rows": int(np.sum(kinds == "duplicate")),
-            "pseudo_rows": int(np.sum(kinds == "pseudo")),
-            "discontinued": int(stopped.sum()),
-            "stop_reasons": by_reason,
-            "missing_last_followup_date": int(missing_fu.sum()),
-            "adverse_events_on_index_treatment": ivig_ae_events + stop_ae_events,
-            "rows": {name: len(frame) for name, frame in tables.items()},
+            "duplicate_rows": tally["duplicate_rows"],
+            "pseudo_rows": tally["pseudo_rows"],
+            "discontinued": tally["discontinued"],
+            "stop_reasons": {reason: tally["stop_reasons"][reason] for reason in STOP_REASONS},
+            "missing_last_followup_date": tally["missing_last_followup_date"],
+            "adverse_events_on_index_treatment": tally["adverse_events_on_index_treatment"],
+            "rows": {name: tally["rows"][name] for name in TABLE_NAMES},
         },
         "definitions": [
             "Times are whole days; a year is 365.25 days. Person-time: pre = index - onset, post = treatment end - index, "
@@ -751,20 +861,25 @@ def _truth(p, n, seed, hidden, kinds, r_who, r_day, tables, stopped, reason_code
             "blank last_followup_date (replaced by the latest record).",
         ],
     }
+    if chunk_patients:
+        truth["definitions"].append(
+            f"Generated in chunks of {chunk_patients} patients, each from a random stream of its own (the chunk's child "
+            "of SeedSequence(seed)): another registry than the seed's unchunked one, the same for the same seed and "
+            "chunk size. Every realised figure is counted over the whole registry.")
     if p.arms:
-        truth["arms"] = _arms_truth(p, hidden)
+        truth["arms"] = _arms_truth(p, tally["arms"])
     return truth
 
 
-def _arms_truth(p: TrueParameters, hidden: pd.DataFrame) -> dict:
+def _arms_truth(p: TrueParameters, arms: Mapping[str, Mapping[str, int]]) -> dict:
     """The two-arm design's truth: the between-arm ratios and what was realised in each arm."""
     realized = {}
-    for arm, rows in hidden.groupby("arm", sort=True):
-        years = float(rows["post_days"].sum() / YEAR)
-        events = int(rows["post_relapses"].sum())
+    for arm in sorted(arms):
+        years = float(arms[arm]["post_days"] / YEAR)
+        events = arms[arm]["post_relapses"]
         realized[arm] = {
-            "patients": len(rows), "post_person_years": years, "post_relapses": events,
-            "post_crude_rate": events / years if years > 0 else None, "discontinued": int(rows["stopped"].sum()),
+            "patients": arms[arm]["patients"], "post_person_years": years, "post_relapses": events,
+            "post_crude_rate": events / years if years > 0 else None, "discontinued": arms[arm]["discontinued"],
         }
     return {
         "true_values": {
@@ -807,9 +922,9 @@ def write_partitioned_registry(tables: Mapping[str, pd.DataFrame], truth: Mappin
     """The registry as the partitioned Parquet dataset ``endpointkit partition`` would write from its
     CSV files (the same line numbers and checksums), with truth.json beside the manifest.
 
-    The CSV files are written to a scratch folder and partitioned from there: the simulator draws
-    every patient from one random stream (the seed's registry is one draw), so generating chunks of
-    patients with seeds of their own would change the registry a seed stands for."""
+    The CSV files are written to a scratch folder and partitioned from there: an unchunked registry
+    is one draw from one random stream, generated whole (a chunked one is written chunk by chunk by
+    :func:`write_chunked_registry`)."""
     import shutil
     import tempfile
 
@@ -828,17 +943,144 @@ def write_partitioned_registry(tables: Mapping[str, pd.DataFrame], truth: Mappin
     return f"{partitions} partition(s) and truth.json to {out_dir}"
 
 
+def write_chunked_registry(n_patients: int, seed: int, params: TrueParameters | Mapping[str, Any] | None,
+                           chunk_patients: int, out_dir: str | Path, fmt: str = "csv", partitions: int = 1,
+                           progress: bool = False) -> tuple[dict, str]:
+    """Simulate ``chunk_patients`` at a time (:func:`simulate_chunks`) and write each chunk before the
+    next is generated: memory holds one chunk's tables, whatever ``n_patients``.
+
+    The registry's tables are the chunks' CSV files put end to end (one header, then each chunk's
+    rows in chunk order): ``fmt="csv"`` writes exactly those files; ``fmt="parquet"`` writes the
+    dataset ``endpointkit partition`` would write from them (a :class:`ChunkedDataset`: the same
+    records in the same partition files, line numbers continuing across chunks, the checksums of
+    those files). truth.json is counted over the whole registry. Returns (truth, what was written)."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    from .data import LINE
+    from .output import check_writable, file_mode
+    from .partitioned_dataset import ChunkedDataset
+    from .plugins.sources import CsvFolder
+
+    n, seed, chunk = _checked(n_patients, seed, chunk_patients)
+    if chunk is None:
+        raise UsageError("--chunk-patients: expected a number of patients per chunk >= 1, got None")
+    p = _resolve(params)
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    chunks = -(-n // chunk)
+    dataset = (ChunkedDataset(out_dir, partitions, CsvFolder.name, f"endpointkit simulate --patients {n} --seed {seed} "
+                              f"--chunk-patients {chunk}") if fmt == "parquet" else None)
+    started = time.perf_counter()
+    sinks: dict[str, tuple[Path, Any]] = {}  # csv: table -> (temporary file beside its target, open handle)
+    scratch = None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.chunk-"))
+        if dataset is None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in TABLE_NAMES:
+                handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".endpointkit-", suffix=".tmp")
+                sinks[name] = (Path(temp), os.fdopen(handle, "wb"))
+        source = CsvFolder()
+        hashes = {name: hashlib.sha256() for name in TABLE_NAMES}
+        headers: dict[str, bytes] = {}
+        lines = dict.fromkeys(TABLE_NAMES, 0)  # lines of each table written so far, less its header
+        tally: dict = {}
+        index = -1
+        for sim in simulate_chunks(n, seed, p, chunk):  # not enumerate: it would hold the chunk until the next is made
+            index += 1
+            add_tally(tally, sim.tally)
+            write_registry(sim.tables, None, scratch)
+            del sim  # only one chunk's tables in memory: released before the next chunk is generated
+            for name in TABLE_NAMES:
+                data = (scratch / f"{name}.csv").read_bytes()
+                cut = data.index(b"\n") + 1
+                if headers.setdefault(name, data[:cut]) != data[:cut]:
+                    raise RuntimeError(f"chunk {index}: {name}.csv has another header than the first chunk's")
+                body = data if index == 0 else data[cut:]
+                hashes[name].update(body)
+                if dataset is None:
+                    sinks[name][1].write(body)
+                else:
+                    frame, _ = source.read_table(scratch, name)
+                    frame[LINE] += lines[name]  # the chunk's file's own line numbers, continued
+                    dataset.add(name, frame, source.describe(name))
+                    del frame
+                lines[name] += data.count(b"\n") - 1
+                del data, body
+            if progress and chunks > 1:
+                print(f"endpointkit: simulated chunk {index + 1} of {chunks} ({min(n, (index + 1) * chunk):,} of {n:,} "
+                      f"patients) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        truth = _truth(p, seed, tally, chunk)
+        truth_text = json.dumps(truth, indent=2, allow_nan=False) + "\n"
+        if dataset is not None:
+            dataset.finish({name: hashes[name].hexdigest() for name in TABLE_NAMES}, {"truth.json": truth_text})
+            return truth, f"{partitions} partition(s) and truth.json to {out_dir}"
+        handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".endpointkit-", suffix=".tmp")
+        sinks["truth"] = (Path(temp), os.fdopen(handle, "wb"))
+        sinks["truth"][1].write(truth_text.encode("utf-8"))
+        for temp, stream in sinks.values():
+            stream.close()
+            os.chmod(temp, file_mode())
+        for name, (temp, _) in sinks.items():
+            os.replace(temp, out_dir / ("truth.json" if name == "truth" else f"{name}.csv"))
+        sinks = {}
+        return truth, f"{out_dir}/truth.json"
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        for temp, stream in sinks.values():
+            stream.close()
+            temp.unlink(missing_ok=True)
+        if dataset is not None:
+            dataset.discard()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+BYTES_PER_PATIENT = 8_000  # peak memory of generating and writing a registry at once, per patient (measured: 1M ~ 7.4 GiB)
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where there is no such file."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_fits(patients: int) -> None:
+    """A registry generated at once that would need more memory than the machine has available is
+    refused before any work, with the option that bounds the memory."""
+    need, available = patients * BYTES_PER_PATIENT, _available_memory()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--patients {patients:,}: generating the registry at once needs about {need / 2**30:.0f} GiB of memory, "
+            f"more than the {available / 2**30:.0f} GiB available; add --chunk-patients 250000 to generate it 250,000 "
+            "patients at a time (about 2 GiB), written as each chunk is done (the registry then differs from the "
+            "seed's unchunked one: see endpointkit simulate --help)")
+
+
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
 def simulate_command(args) -> int:
-    """``endpointkit simulate --patients N [--seed S] -o DIR [--set name=value ...]``."""
+    """``endpointkit simulate --patients N [--seed S] -o DIR [--set name=value ...] [--chunk-patients C]``."""
     started = time.perf_counter()
     if args.patients < 1:
         raise UsageError(f"--patients: expected a number of patients >= 1, got {args.patients}")
     if args.seed < 0:
         raise UsageError(f"--seed: expected a whole number >= 0, got {args.seed}")
+    chunk = getattr(args, "chunk_patients", None)
+    if chunk is not None and chunk < 1:
+        raise UsageError(f"--chunk-patients: expected a number of patients per chunk >= 1, got {chunk}")
     params = parse_settings(list(args.set))
     from .output import check_writable
 
@@ -854,16 +1096,24 @@ def simulate_command(args) -> int:
         check_new_folder(Path(args.output))
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise UsageError(f"--partitions: expected a number of partitions from 1 to {MAX_PARTITIONS}, got {partitions}")
-    sim = simulate_registry(args.patients, args.seed, params)
-    if fmt == "parquet":
-        wrote = write_partitioned_registry(sim.tables, sim.truth, args.output, partitions)
+    if chunk is not None:
+        truth, wrote = write_chunked_registry(args.patients, args.seed, params, chunk, args.output, fmt, partitions,
+                                              progress=True)
     else:
-        write_registry(sim.tables, sim.truth, args.output)
-        wrote = f"{args.output}/truth.json"
-    rows = sim.truth["realized"]["rows"]
-    rates = sim.truth["realized"]["crude_rates"]
+        _check_fits(args.patients)
+        sim = simulate_registry(args.patients, args.seed, params)
+        truth = sim.truth
+        if fmt == "parquet":
+            wrote = write_partitioned_registry(sim.tables, sim.truth, args.output, partitions)
+        else:
+            write_registry(sim.tables, sim.truth, args.output)
+            wrote = f"{args.output}/truth.json"
+        del sim
+    rows = truth["realized"]["rows"]
+    rates = truth["realized"]["crude_rates"]
+    chunked = f", {truth['chunks']:,} chunks of {chunk:,}" if chunk is not None else ""
     print(
-        f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}) in {time.perf_counter() - started:.1f} s: "
+        f"endpointkit: simulated {args.patients:,} patients (seed {args.seed}{chunked}) in {time.perf_counter() - started:.1f} s: "
         f"{rows['relapses']:,} relapse rows, {rows['administrations']:,} administrations, {rows['edss']:,} EDSS, "
         f"{rows['titers']:,} titers, {rows['adverse_events']:,} adverse events; true ARR {params.pre_rate:g} -> "
         f"{params.post_rate:g} (crude {_number(rates['pre'])} -> {_number(rates['post'])}); wrote {wrote}",
