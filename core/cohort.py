@@ -46,17 +46,24 @@ class QualityLog:
         return in_report_order(pd.concat(self.parts, ignore_index=True)[QUALITY_COLUMNS])
 
 
+def report_order(quality: pd.DataFrame) -> np.ndarray:
+    """Each data-quality record's place in the report: by table (canonical order, others after),
+    then source line (records without one last), as one sortable integer."""
+    rank = {name: i for i, name in enumerate(TABLES)}
+    table = quality["table"].map(rank).fillna(len(rank)).to_numpy(dtype=np.int64)
+    line = pd.to_numeric(quality["line"], errors="coerce").to_numpy(dtype=float)
+    line = np.where(np.isnan(line), 2**40 - 1, np.clip(line, 0, 2**40 - 2)).astype(np.int64)
+    return table * 2**40 + line
+
+
 def in_report_order(quality: pd.DataFrame) -> pd.DataFrame:
-    """The data-quality report in its one order: by table (canonical order), then source line; a
-    record reported twice keeps the order of its checks. Each record is checked in the partition of
-    its patient, so the reports of partitions concatenated and put in this order are the report of
-    the whole data, whatever the number of partitions."""
+    """The data-quality report in its one order (:func:`report_order`); a record reported twice
+    keeps the order of its checks. Each record is checked in the partition of its patient, so the
+    reports of partitions concatenated and put in this order are the report of the whole data,
+    whatever the number of partitions."""
     if quality.empty:
         return quality.reset_index(drop=True)
-    rank = {name: i for i, name in enumerate(TABLES)}
-    keys = pd.DataFrame({"table": quality["table"].map(rank).fillna(len(rank)).to_numpy(),
-                         "line": pd.to_numeric(quality["line"], errors="coerce").to_numpy(dtype=float)})
-    order = keys.sort_values(["table", "line"], kind="stable", na_position="last").index.to_numpy()
+    order = np.argsort(report_order(quality), kind="stable")
     return quality.iloc[order].reset_index(drop=True)
 
 

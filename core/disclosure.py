@@ -40,6 +40,7 @@ import pandas as pd
 
 from .endpoint import Row
 from .results import format_display
+from .spill import StoredFrame
 from .stats import proportion_row
 
 if TYPE_CHECKING:
@@ -332,7 +333,8 @@ def apply_disclosure(results: Results) -> Results:
     for variant in results.variants:
         block = frame[frame["variant"] == variant.name]
         cutoff = str(variant.spec.cohort.cutoff or "")
-        quality = disclose_quality(variant.quality, policy, cutoff)
+        quality = disclose_quality(variant.quality.load() if isinstance(variant.quality, StoredFrame) else variant.quality,
+                                   policy, cutoff)
         variants.append(dataclasses.replace(
             variant, frame=block.reset_index(drop=True), per_patient={},
             labels={key: redact_text(label, policy) for key, label in variant.labels.items()},

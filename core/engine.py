@@ -223,6 +223,16 @@ def _with_group(per_patient: pd.DataFrame, groups: MergedGroups) -> pd.DataFrame
     return frame
 
 
+def _with_group_column(quality: pd.DataFrame, groups: MergedGroups) -> pd.DataFrame:
+    """Data-quality records with each patient's group after the patient_id column."""
+    quality = quality.copy(deep=False)
+    position = list(quality.columns).index("patient_id") + 1 if "patient_id" in quality else len(quality.columns)
+    ids = quality["patient_id"].to_numpy() if "patient_id" in quality else []
+    quality.insert(position, "group", groups.labels.reindex(ids).to_numpy(dtype=object) if len(ids) else
+                   pd.Series(dtype=object))
+    return quality
+
+
 def _in_group(rows: list, level: str) -> list:
     return [dataclasses.replace(row, group=level if row.group == "all" else f"{level}: {row.group}") for row in rows]
 
@@ -247,7 +257,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
     group_sizes: dict[str, int] = {}
     if spec.by is not None:
         group_sizes.update(cohort.groups[spec.by.key].sizes)
-    quality = [cohort.quality]
+    exclusions: list[pd.DataFrame] = []  # data-quality records of patients an endpoint excluded
     for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
             continue
@@ -309,22 +319,23 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         for reason, ids in result.excluded.items():
             if len(ids):
                 endpoint_notes.append(f"{len(ids)} patient(s) excluded from this endpoint: {reason}.")
-                quality.append(pd.DataFrame({
+                exclusions.append(pd.DataFrame({
                     "table": f"endpoint {endpoint_spec.id}", "line": pd.NA, "patient_id": list(ids),
                     "reason": f"excluded from endpoint: {reason}", "action": "excluded",
                 }))
         notes[endpoint_spec.id] = endpoint_notes
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
-    quality_frame = pd.concat([q for q in quality if not q.empty], ignore_index=True) if any(not q.empty for q in quality) else cohort.quality
     group_attrition = None
     if spec.by is not None:
-        groups = cohort.groups[spec.by.key]
-        group_attrition = groups.attrition
-        quality_frame = quality_frame.copy(deep=False)
-        position = list(quality_frame.columns).index("patient_id") + 1 if "patient_id" in quality_frame else len(quality_frame.columns)
-        ids = quality_frame["patient_id"].to_numpy() if "patient_id" in quality_frame else []
-        quality_frame.insert(position, "group", groups.labels.reindex(ids).to_numpy(dtype=object) if len(ids) else
-                             pd.Series(dtype=object))
+        group_attrition = cohort.groups[spec.by.key].attrition
+    quality_frame = cohort.quality  # as merged: kept by the store, and loaded only when it changes
+    if exclusions or spec.by is not None:
+        quality_frame = _loaded(quality_frame)
+        if exclusions:
+            quality_frame = pd.concat([q for q in (quality_frame, *exclusions) if not q.empty], ignore_index=True)
+        if spec.by is not None:
+            quality_frame = _with_group_column(quality_frame, cohort.groups[spec.by.key])
+        quality_frame = store.put(quality_frame)
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=PerPatientFrames(per_patient), labels=labels, notes=notes,
         attrition=cohort.attrition, quality=quality_frame, failures=failures, curves=curves,
@@ -455,7 +466,7 @@ def run_spec(
     finally:
         if job.cluster is not None:
             job.cluster.cancel()  # closes it if the run never got to use it
-    merged = merge(outputs, plan)
+    merged = merge(outputs, plan, store)
     read_by_tasks = not job.parts
     del outputs, job  # the partitions' maps (and any partitions split here) are no longer needed
     if read_by_tasks:  # the checksums the tasks saw

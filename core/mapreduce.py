@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cohort import QUALITY_COLUMNS, Refusal, build_cohort, in_report_order, refusal_error
+from .cohort import QUALITY_COLUMNS, Refusal, build_cohort, refusal_error, report_order
 from .data import LINE, CohortData
 from .endpoint import Context, EndpointResult
 from .errors import EndpointkitError, SpecError, UsageError
@@ -148,7 +148,7 @@ class CohortPart:
     """One cohort built on one partition: what the merge needs of it."""
 
     steps: list[tuple[str, int]] = field(default_factory=list)
-    quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
+    quality: pd.DataFrame | StoredFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
     refusals: list[Refusal] = field(default_factory=list)
     failure: Failure | None = None
     patients: int = 0
@@ -283,7 +283,7 @@ class MergedCohort:
     """A cohort put together from its partitions."""
 
     attrition: pd.DataFrame
-    quality: pd.DataFrame
+    quality: pd.DataFrame | StoredFrame
     patients: int
     failure: Failure | None = None
     error: SpecError | None = None  # a refusal that holds for the whole cohort
@@ -297,7 +297,8 @@ class Merged:
     checksums: dict[str, str]
 
 
-def _merge_cohort(parts: list[CohortPart], settings: CohortSettings, groupings: dict[str, Grouping]) -> MergedCohort:
+def _merge_cohort(parts: list[CohortPart], settings: CohortSettings, groupings: dict[str, Grouping],
+                  store: FrameStore | None) -> MergedCohort:
     failed = next((p.failure for p in parts if p.failure is not None), None)
     if failed is not None:
         empty = pd.DataFrame(columns=["step", "remaining", "excluded"])
@@ -306,8 +307,9 @@ def _merge_cohort(parts: list[CohortPart], settings: CohortSettings, groupings: 
     remaining = np.sum([[n for _, n in p.steps] for p in parts], axis=0)
     attrition = pd.DataFrame({"step": names, "remaining": remaining.astype(np.int64)})
     attrition["excluded"] = (-attrition["remaining"].diff()).fillna(0).astype(int)
-    qualities = [p.quality for p in parts if not p.quality.empty]
-    quality = in_report_order(pd.concat(qualities, ignore_index=True)) if qualities else parts[0].quality
+    qualities = [p.quality if isinstance(p.quality, StoredFrame) else _kept_quality(p.quality)
+                 for p in parts if isinstance(p.quality, StoredFrame) or not p.quality.empty]
+    quality = assemble(qualities, REPORT_ORDER) if qualities else parts[0].quality
     error = None
     refusals = sorted((r for p in parts for r in p.refusals), key=lambda r: r.step)
     for refusal in refusals:  # the first step after which nobody remains in the whole cohort
@@ -316,7 +318,8 @@ def _merge_cohort(parts: list[CohortPart], settings: CohortSettings, groupings: 
             error = refusal_error(refusal, int(attrition["remaining"].iloc[refusal.step - 1]), evidence, settings)
             break
     groups = {gkey: _merge_groups([p.groups[gkey] for p in parts], groupings[gkey], names) for gkey in groupings}
-    return MergedCohort(attrition=attrition, quality=quality, patients=int(remaining[-1]), error=error, groups=groups)
+    return MergedCohort(attrition=attrition, quality=store.put(quality) if store is not None else quality,
+                        patients=int(remaining[-1]), error=error, groups=groups)
 
 
 def _merge_groups(parts: list[GroupPart], grouping: Grouping, steps: list[str]) -> MergedGroups:
@@ -362,25 +365,36 @@ class DerivedParts:
         return assemble(self.parts, ORDER)
 
 
+REPORT_ORDER = "__report_order"  # a data-quality record's place in the merged report
+
+
 def keep_output(output: PartitionOutput, store: FrameStore) -> PartitionOutput:
-    """A partition's map as it arrives: its per-patient frames handed to the store (which writes
-    them to disk beyond its memory budget)."""
+    """A partition's map as it arrives: its per-patient frames and data-quality records handed to
+    the store (which writes them to disk beyond its memory budget)."""
     for key, value in output.results.items():
         if isinstance(value, pd.DataFrame):
             output.results[key] = store.put(value)
+    for part in output.cohorts.values():
+        if isinstance(part.quality, pd.DataFrame) and not part.quality.empty:
+            part.quality = _kept_quality(part.quality, store)
     return output
 
 
-def merge(outputs: list[PartitionOutput], plan: Plan) -> Merged:
+def _kept_quality(quality: pd.DataFrame, store: FrameStore | None = None) -> StoredFrame:
+    frame = quality.assign(**{REPORT_ORDER: report_order(quality)})
+    return store.put(frame) if store is not None else StoredFrame(len(frame), 0, _frame=frame)
+
+
+def merge(outputs: list[PartitionOutput], plan: Plan, store: FrameStore | None = None) -> Merged:
     """The partitions' maps as the map of the whole data (exact: counts add, rows concatenate).
 
     An endpoint's per-patient frames stay in their parts (:class:`DerivedParts`) until its summary
-    asks for them."""
+    asks for them; each cohort's merged data-quality records go to ``store``, if given."""
     outputs = sorted(outputs, key=lambda o: o.part)
     cohorts = {}
     for key, settings in plan.cohorts.items():
         parts = [o.cohorts[key] for o in outputs if key in o.cohorts]
-        cohorts[key] = _merge_cohort(parts, settings, plan.groupings.get(key, {}))
+        cohorts[key] = _merge_cohort(parts, settings, plan.groupings.get(key, {}), store)
     results: dict[tuple, Any] = {}
     for key in plan.steps:
         parts = [o.results.pop(key) for o in outputs if key in o.results]

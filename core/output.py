@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         risky &= ~text.fullmatch(_NUMBER_LIKE, na=False)
         if risky.any():
-            changed[name] = column.where(~risky, "'" + column.astype("string"))
+            text = column.astype(object) if isinstance(column.dtype, pd.CategoricalDtype) else column
+            changed[name] = text.where(~risky, "'" + column.astype("string"))
     return frame.assign(**changed) if changed else frame
 
 
@@ -82,15 +84,18 @@ _BOOLEAN_TEXT = pa.array(["False", "True"])
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 
-def _arrow_column(series: pd.Series) -> pa.Array:
+def _arrow_column(series: pd.Series, as_date: bool | None = None) -> pa.Array:
+    """A column as Arrow, written as pandas writes it. ``as_date``: whether a timestamp column prints
+    as YYYY-MM-DD (every value at midnight), decided on the whole column when this is a slice of it."""
     array = pa.Array.from_pandas(series)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_boolean(array.type):  # True/False as pandas writes them, not true/false
         return pa.DictionaryArray.from_arrays(pc.cast(array, pa.int8()), _BOOLEAN_TEXT)
     if pa.types.is_timestamp(array.type) and array.type.tz is None:
-        midnight = pc.all(pc.equal(pc.floor_temporal(array, unit="day"), array)).as_py()
-        if midnight is not False:  # dates without a time print as YYYY-MM-DD
+        if as_date is None:
+            as_date = pc.all(pc.equal(pc.floor_temporal(array, unit="day"), array)).as_py() is not False
+        if as_date:  # dates without a time print as YYYY-MM-DD
             return pc.cast(array, pa.date32())
     return array
 
@@ -105,25 +110,81 @@ def _neutralise_arrow(array: pa.Array) -> pa.Array:
     if not pc.any(risky).as_py():
         return array
     risky = pc.and_(risky, pc.invert(pc.match_substring_regex(array, f"^(?:{_NUMBER_LIKE})$")))
-    return pc.if_else(pc.fill_null(risky, False), pc.binary_join_element_wise("'", array, ""), array)
+    quoted = pc.binary_join_element_wise(pa.scalar("'", array.type), array, pa.scalar("", array.type))
+    return pc.if_else(pc.fill_null(risky, False), quoted, array)
+
+
+SLICE_ROWS = 1_000_000  # a larger frame is converted to Arrow and written this many rows at a time
+
+
+class _SliceTypesDiffer(Exception):
+    """The slices of a frame convert to different Arrow types: it is written whole."""
+
+
+class _NotArrow(Exception):
+    """A column Arrow cannot type (mixed objects): pandas writes the frame."""
+
+
+def _to_arrow(frame: pd.DataFrame, dates: dict[str, bool] | None = None) -> pa.Table:
+    try:
+        return pa.table({str(name): _neutralise_arrow(_arrow_column(column, (dates or {}).get(str(name))))
+                         for name, column in frame.items()})
+    except _ARROW_ERRORS as exc:
+        raise _NotArrow from exc
+
+
+def _dates(frame: pd.DataFrame) -> dict[str, bool]:
+    """Which timestamp columns print as dates (every value at midnight), over the whole frame."""
+    out = {}
+    for name, column in frame.items():
+        if pd.api.types.is_datetime64_any_dtype(column) and getattr(column.dtype, "tz", None) is None:
+            values = column.dropna()
+            out[str(name)] = bool((values == values.dt.normalize()).all())
+    return out
+
+
+def _arrow_slices(frame: pd.DataFrame) -> Iterator[pa.Table]:
+    """A large frame as Arrow tables of SLICE_ROWS rows, each converted only when written, so that
+    the frame is never held twice. Every slice must convert to the types of the first, and
+    timestamps print as dates by the whole column: the text is that of the whole frame."""
+    dates = _dates(frame)
+    schema = None
+    for start in range(0, len(frame), SLICE_ROWS):
+        table = _to_arrow(frame.iloc[start:start + SLICE_ROWS], dates)
+        if any(pa.types.is_timestamp(f.type) and f.type.tz is None and f.name not in dates for f in table.schema):
+            raise _SliceTypesDiffer  # text holding timestamps: whether they print as dates is decided whole
+        if schema is None:
+            schema = table.schema
+        elif not table.schema.equals(schema):
+            raise _SliceTypesDiffer
+        yield table
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
+    """A frame as CSV text, as pandas writes it, through Arrow's writer (a frame of more than
+    SLICE_ROWS rows slice by slice); a frame Arrow cannot type is written by pandas."""
     try:
-        table = pa.table({str(name): _neutralise_arrow(_arrow_column(column)) for name, column in frame.items()})
-    except _ARROW_ERRORS:  # a column Arrow cannot type (mixed objects): pandas writes it
+        try:
+            _write_arrow_csv(frame, path, sliced=len(frame) > SLICE_ROWS)
+        except _SliceTypesDiffer:
+            _write_arrow_csv(frame, path, sliced=False)
+    except _NotArrow:
         with open(path, "w", encoding="utf-8", newline="") as stream:
             neutralise_formulas(frame).to_csv(stream, index=False, lineterminator="\n")
-        return
+
+
+def _write_arrow_csv(frame: pd.DataFrame, path: str, sliced: bool) -> None:
     header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(table.column_names)  # quoted only where needed
+    csv.writer(header, lineterminator="\n").writerow([str(name) for name in frame.columns])  # quoted only where needed
+    whole = None if sliced else _to_arrow(frame)
     with open(path, "wb") as stream:
         for quoting in ("none", "needed"):  # "needed" quotes all text: only when a value has a comma, quote or break
             stream.seek(0)
             stream.truncate()
             stream.write(header.getvalue().encode("utf-8"))
             try:
-                pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+                for table in _arrow_slices(frame) if sliced else [whole]:
+                    pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
                 return
             except pa.ArrowInvalid:
                 if quoting == "needed":
@@ -160,7 +221,7 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
         "results.csv": _csv(results.frame),
         f"table.{renderer.suffix}": render_results(results) if render_results else results.table(fmt),
         "attrition.csv": _csv(results.primary.attrition_table),
-        "data_quality.csv": results.data_quality,
+        "data_quality.csv": results.primary.quality,  # on disk, if it is, until written
     }
     for endpoint_id in results.per_patient:  # frames on disk stay there until written, one at a time
         files[f"per_patient/{endpoint_id}.csv"] = stored_frame(results.per_patient, endpoint_id)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .endpoint import Row
 from .params import to_plain
+from .spill import StoredFrame
 
 if TYPE_CHECKING:
     from .data import CohortData
@@ -224,7 +225,7 @@ class VariantResult:
     labels: dict[tuple[str, str], str]
     notes: dict[str, list[str]]
     attrition: pd.DataFrame
-    quality: pd.DataFrame
+    quality: pd.DataFrame | StoredFrame  # a large report stays on disk until asked for (data_quality)
     failures: list[dict] = field(default_factory=list)
     curves: dict[tuple[str, str], Any] = field(default_factory=dict)  # (endpoint id, title) -> KaplanMeier
     seconds: float = 0.0
@@ -277,7 +278,8 @@ class Results:
 
     @property
     def data_quality(self) -> pd.DataFrame:
-        return self.primary.quality
+        quality = self.primary.quality
+        return quality.load() if isinstance(quality, StoredFrame) else quality
 
     @property
     def failures(self) -> list[dict]:

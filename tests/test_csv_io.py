@@ -124,3 +124,43 @@ def test_a_source_may_hand_over_ids_as_numbers():
         {"patient_id": [2, 1], "treatment": ["IVIG", "IVIG"], "start_date": ["2020-01-01", "2021-01-01"]}), known_ids=known)
     assert patients["patient_id"].tolist() == ["1", "2"]
     assert treatments[PATIENT_ROW].tolist() == [1, 0]
+
+
+def _mixed_frame(rows: int = 25) -> pd.DataFrame:
+    """Every kind of column a per-patient file holds, with what differs between slices of 7 rows:
+    a timestamp at midnight except in the last slice, a comma (which quotes all text) only in the
+    third slice, a column blank in the first slice only, formula-like text, missing values."""
+    index = np.arange(rows)
+    midnight = pd.to_datetime("2020-01-01") + pd.to_timedelta(index, unit="D")
+    late = pd.Series(midnight).where(index < rows - 1, pd.Timestamp("2021-03-04 10:30"))
+    return pd.DataFrame({
+        "patient_id": pd.Series([f"P{i:03d}" for i in index], dtype="str"),
+        "dates": pd.Series(midnight).where(index % 5 != 0),
+        "late": late,
+        "flag": index % 2 == 0,
+        "maybe": pd.array([None if i % 4 == 0 else i % 3 == 0 for i in index], dtype="boolean"),
+        "count": pd.array([None if i % 6 == 0 else i for i in index], dtype="Int64"),
+        "value": np.where(index % 7 == 3, np.nan, index / 3),
+        "kind": pd.Categorical(np.array(["a", "b", "=c"])[index % 3]),
+        "note": [("a, b" if i == 15 else "=cmd" if i == 9 else None if i % 2 else "plain") for i in index],
+        "later": [None if i < 7 else "text" for i in index],
+    })
+
+
+@pytest.mark.parametrize("rows", [25, 6])
+def test_a_large_frame_written_in_slices_gives_the_text_written_whole(tmp_path, monkeypatch, rows):
+    from endpointkit import output
+
+    frame = _mixed_frame(rows)
+    _write_csv(frame, str(tmp_path / "whole.csv"))
+    monkeypatch.setattr(output, "SLICE_ROWS", 7)
+    _write_csv(frame, str(tmp_path / "sliced.csv"))
+    _write_csv(frame.drop(columns="later"), str(tmp_path / "sliced_same_types.csv"))
+    monkeypatch.setattr(output, "SLICE_ROWS", 10**9)
+    _write_csv(frame.drop(columns="later"), str(tmp_path / "whole_same_types.csv"))
+    assert (tmp_path / "sliced.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert (tmp_path / "sliced_same_types.csv").read_bytes() == (tmp_path / "whole_same_types.csv").read_bytes()
+    text = (tmp_path / "whole.csv").read_text()
+    if rows == 25:
+        assert "2021-03-04 10:30:00" in text and "2020-01-02 00:00:00" in text  # one late time: the column keeps times
+        assert '"\'=cmd"' in text  # a comma in one slice quotes every text value of the file
