@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,16 +47,26 @@ _MANIFEST_LIMIT = 256 * 1024 * 1024  # an earlier results.json larger than this 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold back SIGINT, SIGTERM and SIGHUP (delivered when the block ends) in the main thread."""
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-    except (AttributeError, ValueError, OSError):  # not the main thread, or no pthread_sigmask
+    """Hold back SIGINT, SIGTERM and SIGHUP until the block ends, then deliver them.
+
+    The Python handlers are swapped for ones that only note the signal: blocking the signals in the
+    main thread (pthread_sigmask) is not enough, since the kernel then delivers a signal to another
+    thread (Arrow's, a thread pool's) and Python still runs its handler in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    noted: list[int] = []
+    previous = {}
+    for number in _HELD_SIGNALS:
+        with contextlib.suppress(ValueError, OSError):
+            previous[number] = signal.signal(number, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(noted):
+            signal.raise_signal(number)  # now handled as it would have been
 
 
 def _sha256(path: Path) -> str:
