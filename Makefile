@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench bench-disability bench-scale sensitivity clean figures check-report check-docx
+.PHONY: demo test lint docs bench bench-arr bench-disability bench-scale sensitivity clean figures check-report check-docx
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,13 @@ clean:
 # disability_events against pymsprog on a grid of settings, and its speed: benchmarks/DISABILITY_RESULTS.md
 bench-disability: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/disability_vs_msprog.py --msprog-python $(BENCH_VENV)/bin/python
+
+# endpointkit run --only arr against an independent DuckDB computation of the same per-patient ARRs
+# (benchmarks/arr_duckdb.py): best-of-3 wall times, their ratio (target <= 1.5) and a check that the two agree
+ARR_DATA := benchmarks/data/registry_100k
+bench-arr: $(STAMP)
+	test -f $(ARR_DATA)/patients.csv || $(BIN)/endpointkit simulate --patients 100000 --seed 1 -o $(ARR_DATA)
+	$(BIN)/python benchmarks/arr_duckdb.py $(ARR_DATA) --time
 
 # the executors at 100,000 and 1,000,000 patients (serial, processes, dask): time, peak memory of every
 # process, byte-identical outputs: benchmarks/SCALE_RESULTS.md (about 30 minutes; the 1,000,000-patient

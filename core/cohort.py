@@ -171,6 +171,39 @@ def _lookup(ids: pd.Series, values: pd.Series) -> pd.Series:
     return pd.Series(values.reindex(ids.to_numpy()).to_numpy(), index=ids.index, dtype=values.dtype)
 
 
+def _at_rows(values: pd.Series, rows: np.ndarray, index: pd.Index) -> pd.Series:
+    """``values`` placed at the patient ``rows`` (positions in a frame with ``index``), missing
+    elsewhere: what :func:`_lookup` gives, without looking the text ids up."""
+    where = np.full(len(index), -1, dtype=np.intp)
+    where[rows] = np.arange(len(rows))
+    return pd.Series(pd.api.extensions.take(values.array, where, allow_fill=True), index=index, dtype=values.dtype)
+
+
+def id_order(ids: pd.Series) -> np.ndarray:
+    """Each patient's place in patient_id order: integer keys that sort records as their text
+    ids would, so that only the patients' ids are compared as text, once, not every record's."""
+    order = np.empty(len(ids), dtype=np.int64)
+    order[np.argsort(ids.to_numpy(dtype=object), kind="stable")] = np.arange(len(ids))
+    return order
+
+
+def _patient_keys(id_places: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Each record's patient's place in patient_id order (-1: not a patient)."""
+    return np.where(codes >= 0, id_places[np.clip(codes, 0, None)], -1) if codes.size else np.zeros(0, dtype=np.int64)
+
+
+def _by_patient_and_date(frame: pd.DataFrame, keys: np.ndarray | None, column: str) -> np.ndarray | None:
+    """Row positions of ``frame`` sorted as ``sort_values(["patient_id", column, LINE], kind="stable")``
+    would sort it, from integer patient ``keys``; None where they cannot stand in for that sort
+    (a record of no patient, a blank date, no integer line numbers)."""
+    if keys is None or (keys < 0).any() or not pd.api.types.is_integer_dtype(frame[LINE].dtype):
+        return None
+    dates = frame[column].to_numpy(dtype="datetime64[ns]")
+    if np.isnat(dates).any():
+        return None
+    return np.lexsort((frame[LINE].to_numpy(dtype=np.int64), dates.view(np.int64), keys))
+
+
 def _days(later: pd.Series, earlier: pd.Series) -> pd.Series:
     return (later - earlier).dt.days
 
@@ -216,25 +249,33 @@ def _group_extreme(codes: np.ndarray, days: pd.Series, n: int, largest: bool) ->
     return pd.Series(result)
 
 
-def clean_relapses(relapses: pd.DataFrame, settings, quality: QualityLog) -> pd.DataFrame:
+def clean_relapses(relapses: pd.DataFrame, settings, quality: QualityLog, keys: np.ndarray | None = None) -> pd.DataFrame:
     """Drop pseudo (and, if asked, unconfirmed) relapses; merge onsets greedily.
 
     An onset fewer than ``merge_within_days`` after the last *kept* onset of the same patient
     merges into it (sorted by date); the loop runs over relapse rank, vectorised over patients.
+    ``keys``: each record's patient's place in patient_id order (:func:`id_order`), which sorts
+    the records without comparing their text ids.
     """
     if settings.exclude_pseudo:
         pseudo = relapses["pseudo"].fillna(False).astype(bool)
         quality.add("relapses", relapses[pseudo], "pseudo relapse (cohort.relapses.exclude_pseudo)", "dropped")
         relapses = relapses[~pseudo]
+        keys = None if keys is None else keys[~pseudo.to_numpy()]
     if settings.only_confirmed:
         confirmed = relapses["confirmed"].fillna(False).astype(bool)
         quality.add("relapses", relapses[~confirmed], "not confirmed (cohort.relapses.only_confirmed)", "dropped")
         relapses = relapses[confirmed]
-    relapses = relapses.sort_values(["patient_id", "onset_date", LINE], kind="stable").reset_index(drop=True)
+        keys = None if keys is None else keys[confirmed.to_numpy()]
+    order = _by_patient_and_date(relapses, keys, "onset_date")
+    if order is None:
+        relapses = relapses.sort_values(["patient_id", "onset_date", LINE], kind="stable").reset_index(drop=True)
+    else:
+        relapses = relapses.iloc[order].reset_index(drop=True)
     n = len(relapses)
     if n == 0 or settings.merge_within_days <= 0:
         return relapses
-    codes, _ = pd.factorize(relapses["patient_id"])
+    codes = pd.factorize(relapses["patient_id"])[0] if order is None else keys[order]  # one integer per patient
     rank = relapses.groupby(codes).cumcount().to_numpy()
     day = relapses["onset_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
     kept = np.zeros(n, dtype=bool)
@@ -382,24 +423,38 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, 
     treatments = tables["treatments"]
     wanted = settings.index_treatment.strip().casefold()
     is_index = _named(treatments["treatment"], wanted)
-    courses = treatments[is_index].sort_values(["patient_id", "start_date", LINE], kind="stable")
-    restart = courses["patient_id"].duplicated(keep="first")
+    id_places = id_order(pid)
+    courses = treatments[is_index]
+    course_codes = codes["treatments"][is_index]
+    order = _by_patient_and_date(courses, _patient_keys(id_places, course_codes), "start_date")
+    if order is None:
+        courses = courses.sort_values(["patient_id", "start_date", LINE], kind="stable")
+        restart = courses["patient_id"].duplicated(keep="first").to_numpy()
+    else:  # sorted by patient: a later course follows its patient's first
+        courses, course_codes = courses.iloc[order], course_codes[order]
+        restart = np.append(False, course_codes[1:] == course_codes[:-1]) if len(order) else np.zeros(0, dtype=bool)
     quality.add("treatments", courses[restart], f"later course of {settings.index_treatment}; only the first course is analysed", "ignored")
-    first = courses[~restart].set_index("patient_id")
+    first = courses[~restart]
+    if order is None:
+        first = first.set_index("patient_id")
+        first_course = {column: _lookup(pid, first[column]) for column in ("start_date", "end_date", "stop_reason")}
+    else:
+        first_course = {column: _at_rows(first[column], course_codes[~restart], pid.index)
+                        for column in ("start_date", "end_date", "stop_reason")}
     admins = tables.get("administrations", empty_table("administrations"))
     admin_is_index = _named(admins["treatment"], wanted)
     index_admins = admins[admin_is_index]
     index_admin_codes = codes.get("administrations", np.zeros(0, dtype=np.intp))[admin_is_index]
     first_admin_by_row = _group_extreme(index_admin_codes, index_admins["date"], n_all, largest=False)
 
-    first_start = _lookup(pid, first["start_date"])
+    first_start = first_course["start_date"]
     if settings.index_event == "first_administration":
         index_date = first_admin_by_row.fillna(first_start)
     else:
         index_date = first_start.fillna(first_admin_by_row)
     patients["index_date"] = index_date.astype("datetime64[ns]")
-    patients["index_end_date"] = _lookup(pid, first["end_date"]).astype("datetime64[ns]")
-    patients["index_stop_reason"] = _lookup(pid, first["stop_reason"])
+    patients["index_end_date"] = first_course["end_date"].astype("datetime64[ns]")
+    patients["index_stop_reason"] = first_course["stop_reason"]
     if patients["index_date"].isna().all():
         refusal = Refusal("cohort.index.treatment", 1, "index", _holdings(treatments, admins))
         if not partial:
@@ -477,7 +532,8 @@ def build_cohort(data: CohortData, settings: CohortSettings, criteria_registry, 
             keep = _after_birth_and_onset(name, column, tables[name], codes[name], born, disease_onset, quality)
             tables[name], codes[name] = tables[name][keep], codes[name][keep]
     if "relapses" in tables:
-        tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality)
+        tables["relapses"] = clean_relapses(tables["relapses"], settings.relapses, quality,
+                                            _patient_keys(id_places, codes["relapses"]))
     for name in ("edss", "titers"):  # the endpoints use the later CSV line of a same-day pair
         if name in tables and len(tables[name]):
             frame = tables[name]

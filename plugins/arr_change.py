@@ -42,11 +42,27 @@ class ArrParams:
             raise SpecError(f"{path}.prior_treatment", "required when pre_window is since_prior_treatment (e.g. azathioprine)")
 
 
-def window_starts(cohort, params: ArrParams, relapses: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Start of each patient's pre window and the reason a patient has none."""
+def earliest_onset(row: np.ndarray, onset: np.ndarray, n: int) -> np.ndarray:
+    """Each patient's earliest relapse onset (NaT without one), from each relapse's patient row
+    (-1: not an analysed patient): integer minima instead of a group-by on the text patient_id."""
+    onset = onset.astype("datetime64[ns]", copy=False)
+    days = onset.view(np.int64)
+    ok = (row >= 0) & ~np.isnat(onset)
+    none = np.iinfo(np.int64).max
+    out = np.full(n, none, dtype=np.int64)
+    np.minimum.at(out, row[ok], days[ok])
+    earliest = out.view("datetime64[ns]").copy()
+    earliest[out == none] = np.datetime64("NaT")
+    return earliest
+
+
+def window_starts(cohort, params: ArrParams, relapses: pd.DataFrame, row: np.ndarray | None = None) -> tuple[pd.Series, pd.Series]:
+    """Start of each patient's pre window and the reason a patient has none (``row``: each
+    relapse's row in ``cohort.patients``, as :meth:`Cohort.patient_rows` gives it)."""
     patients = cohort.patients
-    earliest = relapses.groupby("patient_id")["onset_date"].min().astype("datetime64[ns]")
-    onset = patients["onset_date"].fillna(pd.Series(earliest.reindex(patients["patient_id"]).to_numpy(), index=patients.index))
+    row = cohort.patient_rows(relapses) if row is None else row
+    earliest = earliest_onset(row, relapses["onset_date"].to_numpy(dtype="datetime64[ns]"), len(patients))
+    onset = patients["onset_date"].fillna(pd.Series(earliest, index=patients.index))
     index = patients["index_date"]
     window = params.pre_window
     reason = pd.Series(pd.NA, index=patients.index, dtype="object")
@@ -72,8 +88,8 @@ def compute_arr(cohort, params: ArrParams, year_days: float) -> pd.DataFrame:
     """Per-patient windows, relapse counts and ARRs (vectorised)."""
     patients = cohort.patients
     relapses = cohort.table("relapses")[["patient_id", "onset_date"]]
-    start, reason = window_starts(cohort, params, relapses)
     row = cohort.patient_rows(relapses)  # each relapse's patient, as a row of `patients`
+    start, reason = window_starts(cohort, params, relapses, row)
     if params.pre_window == "since_onset_excl_first":  # sorted by onset already
         later = pd.Series(row).groupby(row).cumcount().to_numpy() > 0
         relapses, row = relapses[later], row[later]
