@@ -275,13 +275,12 @@ def probe_phases(data: Path, partitions: int) -> None:
     gc.collect()
     store = FrameStore()
     outputs = execute(job, tasks_for(plan, partitions, 1), settings, keep=lambda output: keep_output(output, store))
-    quality = sum(int(c.quality.memory_usage(deep=True).sum()) for o in outputs for c in o.cohorts.values())
-    show(f"map of all {partitions} partitions done", f"per-patient frames: {mib(store.held)} in memory, {mib(store.spilled)} "
-                                                     f"on disk; quality rows {mib(quality)}")
+    show(f"map of all {partitions} partitions done", f"per-patient frames and data-quality records: {mib(store.held)} "
+                                                     f"in memory, {mib(store.spilled)} on disk")
     merged = merge(outputs, plan)
     del outputs
     gc.collect()
-    show("merged (attrition, quality)", f"merged quality rows {mib(sum(int(c.quality.memory_usage(deep=True).sum()) for c in merged.cohorts.values()))}")
+    show("merged (attrition, data quality)", f"{mib(store.held)} in memory, {mib(store.spilled)} on disk")
     cache: dict = {}
     results = [reduce_variant(v, plan, merged, spec.plugins, cache, (), store) for v in variants]
     show("summaries (reduce) done", f"{sum(len(r.frame) for r in results)} result rows; per-patient frames: "
@@ -291,7 +290,7 @@ def probe_phases(data: Path, partitions: int) -> None:
     everything = apply_disclosure(Results.from_variants(spec, spec.plugins, described, results))
     with tempfile.TemporaryDirectory() as folder:
         everything.write(Path(folder) / "out")
-        show("outputs written (-o)")
+        show("outputs written (-o)", f"{mib(store.held)} in memory, {mib(store.spilled)} on disk")
 
 
 # --------------------------------------------------------------------------- report
