@@ -256,7 +256,7 @@ def probe_phases(data: Path, partitions: int) -> None:
     from endpointkit.mapreduce import keep_output
     from endpointkit.results import Results
     from endpointkit.spec import load_spec
-    from endpointkit.spill import FrameStore
+    from endpointkit.spill import FrameStore, release_memory
 
     def show(phase: str, held: str = "") -> None:
         st = _status(os.getpid())
@@ -277,9 +277,9 @@ def probe_phases(data: Path, partitions: int) -> None:
     outputs = execute(job, tasks_for(plan, partitions, 1), settings, keep=lambda output: keep_output(output, store))
     show(f"map of all {partitions} partitions done", f"per-patient frames and data-quality records: {mib(store.held)} "
                                                      f"in memory, {mib(store.spilled)} on disk")
-    merged = merge(outputs, plan)
+    merged = merge(outputs, plan, store)
     del outputs
-    gc.collect()
+    release_memory()
     show("merged (attrition, data quality)", f"{mib(store.held)} in memory, {mib(store.spilled)} on disk")
     cache: dict = {}
     results = [reduce_variant(v, plan, merged, spec.plugins, cache, (), store) for v in variants]

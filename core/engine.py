@@ -43,7 +43,7 @@ from .mapreduce import (
 from .partitioning import split_data
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
-from .spill import FrameStore, PerPatientFrames, StoredFrame
+from .spill import FrameStore, PerPatientFrames, StoredFrame, release_memory
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
@@ -324,6 +324,8 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                     "reason": f"excluded from endpoint: {reason}", "action": "excluded",
                 }))
         notes[endpoint_spec.id] = endpoint_notes
+        if store.spilled:  # a large run: this endpoint's frames are gone, give their memory back
+            release_memory()
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     group_attrition = None
     if spec.by is not None:
@@ -469,6 +471,8 @@ def run_spec(
     merged = merge(outputs, plan, store)
     read_by_tasks = not job.parts
     del outputs, job  # the partitions' maps (and any partitions split here) are no longer needed
+    if store.spilled:
+        release_memory()
     if read_by_tasks:  # the checksums the tasks saw
         described = dataclasses.replace(described, checksums=merged.checksums)
     cache: dict = {}

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from .errors import UsageError
 from .results import Results
-from .spill import StoredFrame, stored_frame
+from .spill import StoredFrame, release_memory, stored_frame
 
 
 def check_writable(out_dir: Path, option: str = "-o") -> None:
@@ -267,6 +267,7 @@ def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], 
     for name, content in files.items():
         if isinstance(content, StoredFrame) and content.spilled:
             _write_csv(content.load(), paths[name])
+            release_memory()
     mode = file_mode()
     for name, content in files.items():
         if isinstance(content, bytes):

@@ -11,6 +11,9 @@ folder is removed when the store is garbage-collected or the process exits.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import pickle
 import shutil
 import tempfile
@@ -23,6 +26,14 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_MEMORY_BUDGET = 256 * 1024**2  # bytes of frames a run keeps in memory before it writes them to disk
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system (glibc's ``malloc_trim``) once a large frame is gone: the
+    allocator otherwise keeps it, and the process's peak grows with every endpoint of a large run."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def frame_bytes(frame: pd.DataFrame) -> int:
