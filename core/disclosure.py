@@ -40,7 +40,7 @@ import pandas as pd
 
 from .endpoint import Row
 from .results import format_display
-from .spill import StoredFrame
+from .spill import as_frame
 from .stats import proportion_row
 
 if TYPE_CHECKING:
@@ -333,8 +333,7 @@ def apply_disclosure(results: Results) -> Results:
     for variant in results.variants:
         block = frame[frame["variant"] == variant.name]
         cutoff = str(variant.spec.cohort.cutoff or "")
-        quality = disclose_quality(variant.quality.load() if isinstance(variant.quality, StoredFrame) else variant.quality,
-                                   policy, cutoff)
+        quality = disclose_quality(as_frame(variant.quality), policy, cutoff)
         variants.append(dataclasses.replace(
             variant, frame=block.reset_index(drop=True), per_patient={},
             labels={key: redact_text(label, policy) for key, label in variant.labels.items()},

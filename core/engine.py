@@ -43,7 +43,7 @@ from .mapreduce import (
 from .partitioning import split_data
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
-from .spill import FrameStore, PerPatientFrames, StoredFrame, release_memory
+from .spill import FrameStore, PerPatientFrames, StoredFrame, as_frame, release_memory
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
@@ -117,11 +117,7 @@ def _shared(result: EndpointResult) -> EndpointResult:
 
 def _loaded(value):
     """A frame kept by the run's store (or an endpoint's derived parts) as a frame; anything else as it is."""
-    if isinstance(value, DerivedParts):
-        return value.frame()
-    if isinstance(value, StoredFrame):
-        return value.load()
-    return value
+    return value.frame() if isinstance(value, DerivedParts) else as_frame(value)
 
 
 def _kept(result: EndpointResult, store: FrameStore) -> EndpointResult:
@@ -212,25 +208,15 @@ def _comparisons(endpoint_cls, endpoint_spec, result: EndpointResult, groups: Me
     return list(rows)
 
 
-def _with_group(per_patient: pd.DataFrame, groups: MergedGroups) -> pd.DataFrame:
-    """The per-patient frame with each row's group as its second column."""
-    frame = per_patient.copy(deep=False)
-    values = groups.analysed.reindex(frame["patient_id"].to_numpy()).to_numpy(dtype=object)
+def _with_group(frame: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """The frame with each row's group (``labels``: group by patient_id) right after its patient_id."""
+    frame = frame.copy(deep=False)
+    values = labels.reindex(frame["patient_id"].to_numpy()).to_numpy(dtype=object)
     if "group" in frame.columns:
         frame["group"] = values
     else:
-        frame.insert(1, "group", values)
+        frame.insert(list(frame.columns).index("patient_id") + 1, "group", values)
     return frame
-
-
-def _with_group_column(quality: pd.DataFrame, groups: MergedGroups) -> pd.DataFrame:
-    """Data-quality records with each patient's group after the patient_id column."""
-    quality = quality.copy(deep=False)
-    position = list(quality.columns).index("patient_id") + 1 if "patient_id" in quality else len(quality.columns)
-    ids = quality["patient_id"].to_numpy() if "patient_id" in quality else []
-    quality.insert(position, "group", groups.labels.reindex(ids).to_numpy(dtype=object) if len(ids) else
-                   pd.Series(dtype=object))
-    return quality
 
 
 def _in_group(rows: list, level: str) -> list:
@@ -304,7 +290,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                     _record(compared, "compare: ", spec, position, endpoint_spec, endpoint_cls, failures)
                 else:
                     all_rows.extend(compared)
-            endpoint_per_patient = _with_group(_loaded(result.per_patient), groups)
+            endpoint_per_patient = _with_group(_loaded(result.per_patient), groups.analysed)
         del derived
         frames.append(rows_to_frame(all_rows, variant=spec.variant, endpoint=endpoint_spec.id, table=spec.table,
                                     kind=endpoint_cls.kind))
@@ -336,7 +322,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         if exclusions:
             quality_frame = pd.concat([q for q in (quality_frame, *exclusions) if not q.empty], ignore_index=True)
         if spec.by is not None:
-            quality_frame = _with_group_column(quality_frame, cohort.groups[spec.by.key])
+            quality_frame = _with_group(quality_frame, cohort.groups[spec.by.key].labels)
         quality_frame = store.put(quality_frame)
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=PerPatientFrames(per_patient), labels=labels, notes=notes,

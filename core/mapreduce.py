@@ -349,7 +349,7 @@ def _merge_groups(parts: list[GroupPart], grouping: Grouping, steps: list[str]) 
 def _merge_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Per-patient rows of every partition, in the order of their patients' source lines (a
     patient's own rows keep their order)."""
-    return assemble([StoredFrame(rows=len(f), nbytes=0, _frame=f) for f in frames], ORDER)
+    return assemble([StoredFrame.held(f) for f in frames], ORDER)
 
 
 @dataclass
@@ -382,7 +382,7 @@ def keep_output(output: PartitionOutput, store: FrameStore) -> PartitionOutput:
 
 def _kept_quality(quality: pd.DataFrame, store: FrameStore | None = None) -> StoredFrame:
     frame = quality.assign(**{REPORT_ORDER: report_order(quality)})
-    return store.put(frame) if store is not None else StoredFrame(len(frame), 0, _frame=frame)
+    return store.put(frame) if store is not None else StoredFrame.held(frame)
 
 
 def merge(outputs: list[PartitionOutput], plan: Plan, store: FrameStore | None = None) -> Merged:
@@ -404,7 +404,7 @@ def merge(outputs: list[PartitionOutput], plan: Plan, store: FrameStore | None =
         elif parts and isinstance(parts[0], EndpointResult):
             results[key] = parts[0]  # a whole-cohort compute: one partition only
         elif parts:
-            results[key] = DerivedParts([p if isinstance(p, StoredFrame) else StoredFrame(len(p), 0, _frame=p) for p in parts])
+            results[key] = DerivedParts([p if isinstance(p, StoredFrame) else StoredFrame.held(p) for p in parts])
         for gkey in plan.whole_groups.get(key, {}):
             within = [o.results[(*key, "by", gkey)] for o in outputs if (*key, "by", gkey) in o.results]
             if within:

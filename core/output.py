@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from .errors import UsageError
 from .results import Results
-from .spill import StoredFrame, release_memory, stored_frame
+from .spill import StoredFrame, as_frame, release_memory, stored_frame
 
 
 def check_writable(out_dir: Path, option: str = "-o") -> None:
@@ -245,12 +245,8 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
     if excel_csv:
         for name, content in files.items():
             if name.endswith(".csv"):
-                files[name] = "\ufeff" + (_csv(_frame(content)) if isinstance(content, pd.DataFrame | StoredFrame) else content)
+                files[name] = "\ufeff" + (_csv(as_frame(content)) if isinstance(content, pd.DataFrame | StoredFrame) else content)
     return files
-
-
-def _frame(content: pd.DataFrame | StoredFrame) -> pd.DataFrame:
-    return content.load() if isinstance(content, StoredFrame) else content
 
 
 def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], paths: dict[str, str]) -> None:
@@ -261,9 +257,9 @@ def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], 
         return isinstance(content, pd.DataFrame) or (isinstance(content, StoredFrame) and not content.spilled)
 
     frames = sorted((name for name, content in files.items() if in_memory(content)),
-                    key=lambda name: -_frame(files[name]).size)  # largest first: the workers finish together
+                    key=lambda name: -as_frame(files[name]).size)  # largest first: the workers finish together
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(lambda name: _write_csv(_frame(files[name]), paths[name]), frames))
+        list(pool.map(lambda name: _write_csv(as_frame(files[name]), paths[name]), frames))
     for name, content in files.items():
         if isinstance(content, StoredFrame) and content.spilled:
             _write_csv(content.load(), paths[name])

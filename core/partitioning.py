@@ -82,10 +82,10 @@ def split_data(data: CohortData, partitions: int) -> list[CohortData]:
                   and np.array_equal(patients[PATIENT_ROW].to_numpy(), np.arange(len(patients))))
     if rows_known:
         patient_part = _table_partitions(patients, partitions)
-        renumbered = np.zeros(len(patients), dtype=np.int64)  # each patient's row within its part
-        for k in range(partitions):
-            mine = patient_part == k
-            renumbered[mine] = np.arange(int(mine.sum()))
+        by_part = np.argsort(patient_part, kind="stable")  # each part's patients together, in row order
+        starts = np.searchsorted(patient_part[by_part], np.arange(partitions))
+        renumbered = np.empty(len(patients), dtype=np.int64)  # each patient's row within its part
+        renumbered[by_part] = np.arange(len(patients)) - starts[patient_part[by_part]]
     parts: list[dict[str, pd.DataFrame]] = [{} for _ in range(partitions)]
     for name, frame in data.tables.items():
         rows = frame[PATIENT_ROW].to_numpy() if rows_known and PATIENT_ROW in frame else None

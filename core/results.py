@@ -15,7 +15,7 @@ import pandas as pd
 
 from .endpoint import Row
 from .params import to_plain
-from .spill import StoredFrame
+from .spill import StoredFrame, as_frame
 
 if TYPE_CHECKING:
     from .data import CohortData
@@ -278,8 +278,7 @@ class Results:
 
     @property
     def data_quality(self) -> pd.DataFrame:
-        quality = self.primary.quality
-        return quality.load() if isinstance(quality, StoredFrame) else quality
+        return as_frame(self.primary.quality)
 
     @property
     def failures(self) -> list[dict]:

@@ -62,6 +62,16 @@ class StoredFrame:
     def spilled(self) -> bool:
         return self._frame is None
 
+    @classmethod
+    def held(cls, frame: pd.DataFrame) -> StoredFrame:
+        """A frame kept in memory outside any store (a part that never went through one)."""
+        return cls(rows=len(frame), nbytes=0, _frame=frame)
+
+
+def as_frame(value: pd.DataFrame | StoredFrame) -> pd.DataFrame:
+    """The frame itself, loaded when it is a handle."""
+    return value.load() if isinstance(value, StoredFrame) else value
+
 
 class FrameStore:
     """Frames in memory up to a budget, then in a private temporary folder."""
