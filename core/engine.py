@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cohort import build_cohort
+from .cohort import build_cohort, concat_quality
 from .data import CohortData, load_data, tables_needed
 from .endpoint import Context, EndpointResult
 from .errors import SpecError, UsageError
@@ -120,9 +120,28 @@ def _loaded(value):
     return value.frame() if isinstance(value, DerivedParts) else as_frame(value)
 
 
-def _kept(result: EndpointResult, store: FrameStore) -> EndpointResult:
-    """A result to cache: its per-patient frame handed to the store (on disk beyond its budget)."""
-    return dataclasses.replace(result, per_patient=store.put(result.per_patient))
+def _kept(result: EndpointResult, store: FrameStore, cache: dict, derivation: tuple) -> EndpointResult:
+    """A result to cache: its per-patient frame handed to the store (on disk beyond its budget).
+
+    Variants that differ only in summary settings (a quantile method, a test's options) mostly
+    summarise into the same per-patient frame: one equal to a frame already kept for the same
+    ``derivation`` is kept once (compared with a frame on disk only when a quarter of the store's
+    memory budget holds it, so that a comparison never holds two large frames)."""
+    frame = result.per_patient
+    kept = cache.setdefault(("per-patient frames", derivation), [])
+    for stored in kept:
+        comparable = stored.rows == len(frame) and (not stored.spilled or stored.nbytes <= store.memory_budget // 4)
+        if comparable and _same_frame(stored.load(), frame):
+            return dataclasses.replace(result, per_patient=stored)
+    stored = store.put(frame)
+    kept.append(stored)
+    return dataclasses.replace(result, per_patient=stored)
+
+
+def _same_frame(one: pd.DataFrame, other: pd.DataFrame) -> bool:
+    """Equal labels, dtypes and values (missing values in the same places)."""
+    return (one.shape == other.shape and one.columns.equals(other.columns) and one.index.equals(other.index)
+            and list(one.dtypes) == list(other.dtypes) and one.equals(other))
 
 
 def _summarise(endpoint_cls, step_result, params, ctx: Context) -> EndpointResult | Failure:
@@ -172,7 +191,7 @@ def _within_groups(endpoint_cls, endpoint_spec, step_key, step_result, merged: M
         rows = step_result[row_groups == level].reset_index(drop=True)
         result = _checked(_summarise(endpoint_cls, rows, endpoint_spec.params, ctx))
         if not isinstance(result, Failure):
-            result = cache[key] = _kept(result, store)
+            result = cache[key] = _kept(result, store, cache, (*step_key, level))
         out[level] = result
     return out
 
@@ -243,11 +262,12 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
     group_sizes: dict[str, int] = {}
     if spec.by is not None:
         group_sizes.update(cohort.groups[spec.by.key].sizes)
-    exclusions: list[pd.DataFrame] = []  # data-quality records of patients an endpoint excluded
+    exclusions: list[tuple] = []  # (endpoint id, ((reason, ids), ...)): data-quality records of excluded patients
     for position, endpoint_spec in enumerate(spec.endpoints):
         if only and endpoint_spec.id not in only:
             continue
         endpoint_cls = plugins.endpoints.items[endpoint_spec.plugin]
+        spilled_before = store.spilled
         summary_key = result_key(key, endpoint_spec.plugin, endpoint_spec.params, ctx)
         step_key = (derive_key(key, endpoint_spec.plugin, endpoint_cls, endpoint_spec.params, ctx.year_days)
                     if endpoint_cls.splits() else summary_key)
@@ -263,7 +283,7 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
                 problem = _check_result(result)
                 result = Failure(problem) if problem else result
             if not isinstance(result, Failure):
-                result = cache[summary_key] = _kept(result, store)
+                result = cache[summary_key] = _kept(result, store, cache, step_key)
         if isinstance(result, Failure):
             _record(result, "", spec, position, endpoint_spec, endpoint_cls, failures)
             continue
@@ -305,30 +325,40 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         for reason, ids in result.excluded.items():
             if len(ids):
                 endpoint_notes.append(f"{len(ids)} patient(s) excluded from this endpoint: {reason}.")
-                exclusions.append(pd.DataFrame({
-                    "table": f"endpoint {endpoint_spec.id}", "line": pd.NA, "patient_id": list(ids),
-                    "reason": f"excluded from endpoint: {reason}", "action": "excluded",
-                }))
+        excluded = tuple((reason, tuple(ids)) for reason, ids in result.excluded.items() if len(ids))
+        if excluded:
+            exclusions.append((endpoint_spec.id, excluded))
         notes[endpoint_spec.id] = endpoint_notes
-        if store.spilled:  # a large run: this endpoint's frames are gone, give their memory back
-            release_memory()
+        if store.spilled > spilled_before:  # a large run: this endpoint's frames are gone, give their memory back
+            release_memory(store.spilled - spilled_before)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     group_attrition = None
     if spec.by is not None:
         group_attrition = cohort.groups[spec.by.key].attrition
     quality_frame = cohort.quality  # as merged: kept by the store, and loaded only when it changes
     if exclusions or spec.by is not None:
-        quality_frame = _loaded(quality_frame)
-        if exclusions:
-            quality_frame = pd.concat([q for q in (quality_frame, *exclusions) if not q.empty], ignore_index=True)
-        if spec.by is not None:
-            quality_frame = _with_group(quality_frame, cohort.groups[spec.by.key].labels)
-        quality_frame = store.put(quality_frame)
+        # variants with the same cohort, grouping and exclusions share one report
+        quality_key = ("data quality", key, spec.by.key if spec.by is not None else None, tuple(exclusions))
+        if quality_key not in cache:
+            cache[quality_key] = store.put(_quality_with(_loaded(quality_frame), exclusions,
+                                                         cohort.groups[spec.by.key].labels if spec.by is not None else None))
+        quality_frame = cache[quality_key]
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=PerPatientFrames(per_patient), labels=labels, notes=notes,
         attrition=cohort.attrition, quality=quality_frame, failures=failures, curves=curves,
         seconds=time.perf_counter() - started, group_attrition=group_attrition, group_sizes=group_sizes,
     )
+
+
+def _quality_with(quality: pd.DataFrame, exclusions: list[tuple], labels: pd.Series | None) -> pd.DataFrame:
+    """The cohort's data-quality records, then a record per patient an endpoint excluded (by
+    endpoint, then reason), with each patient's group when the variant is grouped."""
+    excluded = [pd.DataFrame({"table": f"endpoint {endpoint_id}", "line": pd.NA, "patient_id": list(ids),
+                              "reason": f"excluded from endpoint: {reason}", "action": "excluded"})
+                for endpoint_id, by_reason in exclusions for reason, ids in by_reason]
+    if excluded:
+        quality = concat_quality([quality, *excluded])
+    return quality if labels is None else _with_group(quality, labels)
 
 
 def _record(failure: Failure, prefix: str, spec: Spec, position: int, endpoint_spec, endpoint_cls, failures: list[dict]) -> None:

@@ -263,7 +263,7 @@ def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], 
     for name, content in files.items():
         if isinstance(content, StoredFrame) and content.spilled:
             _write_csv(content.load(), paths[name])
-            release_memory()
+            release_memory(content.nbytes)
     mode = file_mode()
     for name, content in files.items():
         if isinstance(content, bytes):

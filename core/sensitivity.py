@@ -38,11 +38,12 @@ def _setting_text(results: Results, variant: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) if settings else ""
 
 
-def _direction(frame: pd.DataFrame, endpoint: str, group: str = "all") -> float | None:
-    block = frame[(frame["endpoint"] == endpoint) & (frame["group"] == group)].set_index("measure")["estimate"]
+def _direction(estimates: dict[str, float]) -> float | None:
+    """The sign of the before/after change of one variant's endpoint (and group), from its
+    estimates by measure."""
     for before, after in PAIRS:
-        if before in block and after in block and not (pd.isna(block[before]) or pd.isna(block[after])):
-            return float(np.sign(block[after] - block[before]))
+        if before in estimates and after in estimates and not (pd.isna(estimates[before]) or pd.isna(estimates[after])):
+            return float(np.sign(estimates[after] - estimates[before]))
     return None
 
 
@@ -56,14 +57,17 @@ def what_moves(results: Results) -> pd.DataFrame:
     """For every variant and headline measure: how far it moves from primary, and whether a
     conclusion changes. Test rows compare p-values, other rows estimates."""
     heads = headline_rows(results)
-    primary = heads[heads["variant"] == "primary"].set_index(["endpoint", "measure", "group"])
+    by_variant = {name: rows.to_dict(orient="records") for name, rows in heads.groupby("variant", sort=False)}
+    primary = {(row["endpoint"], row["measure"], row["group"]): row for row in by_variant.get("primary", [])}
+    frame = results.frame
+    estimates = {key: dict(zip(block["measure"], block["estimate"], strict=True))
+                 for key, block in frame.groupby(["variant", "endpoint", "group"], sort=False)}
     directions = {}
     records = []
     for variant in results.variants[1:]:
-        rows = heads[heads["variant"] == variant.name]
-        for row in rows.to_dict(orient="records"):
+        for row in by_variant.get(variant.name, []):
             key = (row["endpoint"], row["measure"], row["group"])
-            base = primary.loc[key] if key in primary.index else None
+            base = primary.get(key)
             base_value = None if base is None else _compared(base)
             value = _compared(row)
             change = value - base_value if value is not None and base_value is not None else None
@@ -76,7 +80,7 @@ def what_moves(results: Results) -> pd.DataFrame:
             endpoint, group = row["endpoint"], row["group"]
             for name in ("primary", variant.name):
                 if (name, endpoint, group) not in directions:
-                    directions[(name, endpoint, group)] = _direction(results.frame[results.frame["variant"] == name], endpoint, group)
+                    directions[(name, endpoint, group)] = _direction(estimates.get((name, endpoint, group), {}))
             before, after = directions[("primary", endpoint, group)], directions[(variant.name, endpoint, group)]
             if before is not None and after is not None and before != after:
                 reasons.append("direction of the before/after change flips")

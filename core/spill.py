@@ -16,6 +16,7 @@ import ctypes
 import gc
 import pickle
 import shutil
+import sys
 import tempfile
 import weakref
 from collections.abc import Iterator, Mapping
@@ -26,19 +27,42 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_MEMORY_BUDGET = 256 * 1024**2  # bytes of frames a run keeps in memory before it writes them to disk
+RELEASE_AFTER = 64 * 1024**2  # bytes freed before memory is given back (a full collection is not free)
+_freed = 0  # bytes freed since memory was last given back
 
 
-def release_memory() -> None:
-    """Give freed memory back to the system (glibc's ``malloc_trim``) once a large frame is gone: the
-    allocator otherwise keeps it, and the process's peak grows with every endpoint of a large run."""
+def release_memory(freed: int | None = None) -> None:
+    """Give freed memory back to the system (glibc's ``malloc_trim``) once large frames are gone: the
+    allocator otherwise keeps it, and the process's peak grows with every endpoint of a large run.
+
+    ``freed`` (bytes just let go) defers the release until :data:`RELEASE_AFTER` bytes have been
+    freed: a full garbage collection costs tens of milliseconds in a process holding many objects,
+    which a run that writes many small frames would otherwise pay for each one."""
+    global _freed
+    _freed += freed or 0
+    if freed is not None and _freed < RELEASE_AFTER:
+        return
+    _freed = 0
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def frame_bytes(frame: pd.DataFrame) -> int:
-    """The memory a frame holds (text counted in full)."""
-    return int(frame.memory_usage(index=True, deep=True).sum())
+    """The memory a frame holds, closely enough to budget by: arrays by their buffers, and a column
+    of Python objects by the size of up to 1,000 evenly spaced values (measuring every one of them,
+    as ``memory_usage(deep=True)`` does, costs more than pickling a small frame)."""
+    total = frame.index.memory_usage()
+    for _, column in frame.items():
+        values = column.array
+        if column.dtype == object:
+            objects = column.to_numpy()
+            sample = objects[:: max(1, len(objects) // 1000)]
+            each = sum(sys.getsizeof(value) for value in sample) / len(sample) if len(sample) else 0
+            total += objects.nbytes + int(each * len(objects))
+        else:
+            total += values.nbytes
+    return int(total)
 
 
 @dataclass
@@ -124,9 +148,20 @@ def assemble(parts: list[StoredFrame], order: str) -> pd.DataFrame:
     in_order = np.array_equal(position, np.arange(len(position)))
     columns = {}
     for name in list(pieces):
-        column = pd.concat(pieces.pop(name), ignore_index=True)
+        column = pd.concat(_same_categories(pieces.pop(name)), ignore_index=True)
         columns[name] = column if in_order else column.take(position).reset_index(drop=True)
     return pd.DataFrame(columns, copy=False)
+
+
+def _same_categories(pieces: list[pd.Series]) -> list[pd.Series]:
+    """Unordered categorical pieces with differing categories given their sorted union (pandas would
+    concatenate them as objects, at many times the memory): the dtype a whole frame made with
+    sorted categories has, however many parts it was built from."""
+    dtypes = [piece.dtype for piece in pieces]
+    if not all(isinstance(d, pd.CategoricalDtype) and not d.ordered for d in dtypes) or all(d == dtypes[0] for d in dtypes):
+        return pieces
+    union = pd.CategoricalDtype(sorted(set().union(*(d.categories for d in dtypes))))
+    return [piece.astype(union) for piece in pieces]
 
 
 def _in_order(frame: pd.DataFrame, order: str) -> pd.DataFrame:

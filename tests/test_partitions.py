@@ -255,3 +255,78 @@ def test_frames_beyond_the_memory_budget_go_to_disk_and_come_back_exactly(tmp_pa
     merged = assemble([kept, spilled], "line")
     expected = frame.sort_values("line", kind="stable").drop(columns="line").reset_index(drop=True)
     pd.testing.assert_frame_equal(merged, expected)
+
+
+def test_parts_with_different_categories_come_back_as_one_sorted_categorical():
+    """Each partition's data-quality report knows only its own tables and actions: the merged
+    column stays a categorical (as objects it would take many times the memory), with the sorted
+    categories a one-partition report has."""
+    from endpointkit.spill import StoredFrame, assemble
+
+    first = pd.DataFrame({"table": pd.Categorical(["relapses", "titers"]), "order": [3, 1]})
+    second = pd.DataFrame({"table": pd.Categorical(["patients"]), "order": [2]})
+    merged = assemble([StoredFrame.held(first), StoredFrame.held(second)], "order")
+    assert list(merged["table"]) == ["titers", "patients", "relapses"]
+    assert list(merged["table"].cat.categories) == ["patients", "relapses", "titers"]
+
+
+def test_the_data_quality_report_is_compact_and_typed_alike_for_any_partitioning(outcome_registries):
+    """Millions of records: table and action as categories, the line as nullable integers (a
+    Python object per record costs five times the memory); 1 or 3 partitions, the same frame."""
+    from endpointkit.engine import run
+    from endpointkit.executors import ExecutorSettings
+
+    one = run(outcome_registries["registry_400"], variant="primary").data_quality
+    three = run(outcome_registries["registry_400"], variant="primary", executor=ExecutorSettings(partitions=3)).data_quality
+    pd.testing.assert_frame_equal(one, three)
+    assert len(one) and one["line"].dtype == "Int64" and one["line"].isna().any()  # endpoint exclusions have no line
+    for name in ("table", "action"):
+        assert list(one[name].cat.categories) == sorted(one[name].unique())
+
+
+def test_variants_that_change_only_summary_settings_share_their_frames(outcome_registries):
+    """A quantile method changes no per-patient value and excludes no one else: the variant keeps
+    the primary's per-patient frames and data-quality report, not a copy of each."""
+    from endpointkit.engine import run
+
+    text = outcome_registries["registry_400"].read_text()
+    spec = outcome_registries["registry_400"].with_name("quantiles.yaml")
+    spec.write_text(text[:text.index("sensitivity:")]
+                    + "sensitivity:\n  - {name: weibull, set: {statistics.quantile_method: weibull}}\n")
+    primary, weibull = run(spec).variants
+    assert primary.frame["display"].tolist() != weibull.frame["display"].tolist()  # the medians did change
+    assert weibull.quality is primary.quality and len(primary.quality.load())
+    for endpoint in primary.per_patient:
+        assert weibull.per_patient.stored(endpoint) is primary.per_patient.stored(endpoint), endpoint
+
+
+def test_freed_memory_is_given_back_once_enough_has_been_freed(monkeypatch):
+    """A full garbage collection costs tens of milliseconds in a large process: small frames freed
+    one by one wait until RELEASE_AFTER bytes have been freed; a release asked for outright is done."""
+    from endpointkit import spill
+
+    collections = []
+    monkeypatch.setattr(spill.gc, "collect", lambda: collections.append(1))
+    monkeypatch.setattr(spill, "_freed", 0)
+    for _ in range(3):
+        spill.release_memory(spill.RELEASE_AFTER // 4)
+    assert collections == []
+    spill.release_memory(spill.RELEASE_AFTER // 4)
+    assert collections == [1]
+    spill.release_memory()
+    assert collections == [1, 1]
+
+
+def test_a_frames_size_is_estimated_close_to_its_measured_memory():
+    """The budget counts text columns from a sample of their values: close to pandas' full count."""
+    from endpointkit.spill import frame_bytes
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({
+        "patient_id": pd.Series([f"P{i:08d}" for i in range(20_000)], dtype="str"),
+        "note": pd.Series(["x" * int(n) for n in rng.integers(0, 40, 20_000)], dtype=object),
+        "value": rng.normal(size=20_000),
+        "when": pd.to_datetime("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, 20_000), unit="D"),
+    })
+    measured = int(frame.memory_usage(deep=True).sum())
+    assert abs(frame_bytes(frame) - measured) < 0.1 * measured
