@@ -235,7 +235,7 @@ def compare(reference: Path, other: Path, ignore: tuple[str, ...] = ()) -> str:
 
 def probe_phases(data: Path, partitions: int) -> None:
     """The serial run's calling process, phase by phase (the steps of ``engine.run_spec``): resident
-    memory now and its high-water mark after each phase, and the bytes of what is held (the
+    memory now and its high-water mark during each phase (each endpoint's summary its own line), and the bytes of what is held (the
     partitions' maps, the merged per-patient frames). Prints one line per phase."""
     import gc
 
@@ -261,6 +261,19 @@ def probe_phases(data: Path, partitions: int) -> None:
     def show(phase: str, held: str = "") -> None:
         st = _status(os.getpid())
         print(f"| {phase} | {mib(st['VmRSS'])} | {mib(st['VmHWM'])} | {held} |", flush=True)
+        with contextlib.suppress(OSError):  # the next line's high-water mark is that phase's own (Linux)
+            Path("/proc/self/clear_refs").write_text("5")
+
+    import endpointkit.engine as engine
+
+    summarise = engine._summarise
+
+    def summarise_shown(endpoint_cls, step_result, params, ctx):
+        result = summarise(endpoint_cls, step_result, params, ctx)
+        show(f"  {endpoint_cls.name} summarised", f"{mib(store.held)} in memory, {mib(store.spilled)} on disk")
+        return result
+
+    engine._summarise = summarise_shown
 
     show("imports done")
     spec = load_spec(SPEC, data=data)
@@ -409,7 +422,7 @@ def main() -> int:
         lines += ["### Where the calling process's memory goes (serial, 32 partitions)", "",
                   "The steps of `engine.run_spec` replayed in one process (`scale_out.py --probe`), with the process's "
                   f"resident memory after each ({probe.seconds:.0f} s, {status(probe)}):", "",
-                  "| after | RSS now | RSS high-water mark | held |", "|---|---|---|---|", probe.stdout.strip(), ""]
+                  "| after | RSS now | RSS high-water mark since the line before | held |", "|---|---|---|---|", probe.stdout.strip(), ""]
         print(probe.stdout, flush=True)
         runs32 = big[:3]
         within = all(m.ok and m.max_process <= 2 * GIB for m in runs32)

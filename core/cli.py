@@ -184,10 +184,16 @@ def cmd_run(args) -> int:
         progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
         results = run_spec(spec, spec.plugins, only=tuple(args.only), variant=args.variant, progress=progress, executor=executor)
         results.provenance["run"]["command"] = ["endpointkit", *_result_arguments(args.argv)]
+        figures = None
+        if folder is not None:  # with worker processes, the report's figures are drawn in one meanwhile
+            from .executors import in_background
+            from .report import report_figures
+
+            figures = in_background(lambda: report_figures(results), executor)
         printed = results.table(shown)
         if len(results.variants) > 1:
             printed += "\n" + results.side_by_side(shown)
-        files = render_files(results, fmt, excel_csv=args.csv_excel) if folder else {}
+        files = render_files(results, fmt, excel_csv=args.csv_excel, figures=figures) if folder else {}
         outside = {}
         if args.figures:
             from .figures import figure_files

@@ -381,3 +381,42 @@ def _in_order(count: int, done: Iterator[tuple[int, Any]], progress: Progress,
         if progress:
             progress(finished, count, label(index))
     return results
+
+
+# --------------------------------------------------------------------------- work beside the caller
+
+_BACKGROUND: dict[int, Callable[[], Any]] = {}  # what a forked worker runs, found by key after the fork
+
+
+def _run_background(key: int) -> Any:
+    return _BACKGROUND[key]()
+
+
+def in_background(function: Callable[[], Any], settings: ExecutorSettings) -> Callable[[], Any]:
+    """``function()`` started in a forked worker while this process goes on, with ``processes``
+    and two or more workers: the returned callable waits for its result (and runs ``function``
+    here if the worker died). With one worker, or another executor, the callable is ``function``
+    itself, run when called. The worker shares this process's data copy-on-write and sends back
+    only the result, so ``function`` should return something small (figures as bytes)."""
+    if settings.name != "processes" or settings.workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return function
+    key = id(function)
+    _BACKGROUND[key] = function
+    pool = _fork_pool(1)
+    try:
+        future = pool.submit(_run_background, key)  # the worker is forked here, with the function in _BACKGROUND
+    finally:
+        del _BACKGROUND[key]
+
+    def result() -> Any:
+        try:
+            value = future.result()
+        except BrokenProcessPool:
+            value = function()
+        except BaseException:
+            _end_workers(pool)
+            raise
+        pool.shutdown(wait=True)
+        return value
+
+    return result

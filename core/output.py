@@ -15,7 +15,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -211,10 +211,12 @@ def _clean_json(value):
     return value
 
 
-def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict[str, str | bytes | pd.DataFrame | dict]:
+def render_files(results: Results, fmt: str, *, excel_csv: bool = False,
+                 figures: Callable[[], dict[str, bytes]] | None = None) -> dict[str, str | bytes | pd.DataFrame | dict]:
     """Every output file's relative path and content (text, bytes, or a frame written as CSV).
 
-    ``excel_csv``: CSV files start with a UTF-8 byte-order mark, so Excel reads them as UTF-8."""
+    ``excel_csv``: CSV files start with a UTF-8 byte-order mark, so Excel reads them as UTF-8.
+    ``figures``: gives the report's figures (drawn elsewhere meanwhile); else they are drawn here."""
     renderer = results.plugins.renderers.get(fmt, "--format")
     render_results = getattr(renderer, "render_results", None)  # a renderer of the whole run (xlsx)
     files: dict[str, str | bytes | pd.DataFrame] = {
@@ -241,7 +243,7 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False) -> dict
     files["results.json"] = json.loads(json.dumps(_clean_json(payload), default=str))
     from .report import report_html
 
-    files["report.html"] = report_html(results)
+    files["report.html"] = report_html(results, figures)
     if excel_csv:
         for name, content in files.items():
             if name.endswith(".csv"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -98,15 +99,21 @@ def notebook_html(results: Results) -> str:
     return "\n".join(parts) + "</div>"
 
 
-def report_html(results: Results, figures: dict[str, bytes] | None = None) -> str:
-    """The whole report as one HTML string. ``figures``: PNG bytes by name (drawn when None)."""
+def report_figures(results: Results) -> dict[str, bytes]:
+    """The report's figures: PNGs for a screen (small and quick to draw)."""
     from .figures import figure_files
+
+    return figure_files(results, ("png",), dpi=90)
+
+
+def report_html(results: Results, figures: dict[str, bytes] | Callable[[], dict[str, bytes]] | None = None) -> str:
+    """The whole report as one HTML string. ``figures``: PNG bytes by name, or a function that
+    gives them (called last, so that figures drawn elsewhere meanwhile are waited for last);
+    drawn here when None."""
     from .render import build_table
     from .sensitivity import side_by_side_table, what_moves_notes
 
     spec = results.spec
-    if figures is None:
-        figures = figure_files(results, ("png",), dpi=90)  # for a screen: small and quick to draw
     title = spec.study.title
     provenance = results.provenance
     body = [
@@ -115,9 +122,7 @@ def report_html(results: Results, figures: dict[str, bytes] | None = None) -> st
         f'spec sha256 {_e(str(provenance.get("spec", {}).get("sha256", ""))[:12])}</p>',
         "<h2>Results</h2>", table_html(build_table(results.primary)),
     ]
-    if figures:
-        body.append("<h2>Figures</h2>")
-        body += [_figure_html(name.rsplit(".", 1)[0], data) for name, data in figures.items()]
+    figures_at = len(body)
     body += ["<h2>Patient flow (attrition)</h2>", frame_html(results.primary.attrition_table)]
     body += ["<h2>Data quality</h2>", frame_html(_quality_summary(results.data_quality))]
     if len(results.variants) > 1:
@@ -131,6 +136,9 @@ def report_html(results: Results, figures: dict[str, bytes] | None = None) -> st
     # without the run's time and command line (in results.json): the same results give the same report
     stable = {key: value for key, value in provenance.items() if key != "run"}
     body += ["<h2>Provenance</h2>", f"<pre>{_e(json.dumps(stable, indent=2, default=str))}</pre>"]
+    drawn = report_figures(results) if figures is None else figures() if callable(figures) else figures
+    if drawn:
+        body[figures_at:figures_at] = ["<h2>Figures</h2>", *(_figure_html(name.rsplit(".", 1)[0], data) for name, data in drawn.items())]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"

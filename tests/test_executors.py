@@ -234,6 +234,19 @@ def test_independent_items_run_on_every_executor_in_order(cluster, executor):
     assert seen[-1] == (12, 12)
 
 
+@pytest.mark.parametrize("executor", ["serial", "processes"])
+def test_work_beside_the_run_goes_to_a_worker_process_when_there_are_workers(executor):
+    """With worker processes, the report's figures are drawn in one while the run renders its
+    tables; otherwise the work runs here, when its result is asked for."""
+    from endpointkit.executors import ExecutorSettings, in_background
+
+    data = {"values": list(range(10))}  # the worker sees this process's data (forked), unsent
+    result = in_background(lambda: (os.getpid(), sum(data["values"])), ExecutorSettings(executor, workers=2))
+    pid, total = result()
+    assert total == 45
+    assert (pid != os.getpid()) == (executor == "processes")
+
+
 # --------------------------------------------------------------------------- the studies themselves
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
