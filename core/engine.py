@@ -43,7 +43,7 @@ from .mapreduce import (
 from .partitioning import split_data
 from .results import RESULT_COLUMNS, VariantResult, check_rows, rows_to_frame
 from .spec import Spec, load_spec
-from .spill import FrameStore, PerPatientFrames, StoredFrame, as_frame, release_memory
+from .spill import FrameParts, FrameStore, PerPatientFrames, StoredFrame, as_frame, release_memory
 
 
 def needed_tables(spec: Spec, plugins: Plugins, only: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
@@ -340,8 +340,8 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
         # variants with the same cohort, grouping and exclusions share one report
         quality_key = ("data quality", key, spec.by.key if spec.by is not None else None, tuple(exclusions))
         if quality_key not in cache:
-            cache[quality_key] = store.put(_quality_with(_loaded(quality_frame), exclusions,
-                                                         cohort.groups[spec.by.key].labels if spec.by is not None else None))
+            cache[quality_key] = _quality_with(quality_frame, exclusions,
+                                               cohort.groups[spec.by.key].labels if spec.by is not None else None, store)
         quality_frame = cache[quality_key]
     return VariantResult(
         name=spec.variant, spec=spec, frame=frame, per_patient=PerPatientFrames(per_patient), labels=labels, notes=notes,
@@ -350,15 +350,25 @@ def reduce_variant(spec: Spec, plan: Plan, merged: Merged, plugins: Plugins, cac
     )
 
 
-def _quality_with(quality: pd.DataFrame, exclusions: list[tuple], labels: pd.Series | None) -> pd.DataFrame:
+def _quality_with(quality: pd.DataFrame | StoredFrame, exclusions: list[tuple], labels: pd.Series | None,
+                  store: FrameStore) -> StoredFrame | FrameParts:
     """The cohort's data-quality records, then a record per patient an endpoint excluded (by
-    endpoint, then reason), with each patient's group when the variant is grouped."""
-    excluded = [pd.DataFrame({"table": f"endpoint {endpoint_id}", "line": pd.NA, "patient_id": list(ids),
-                              "reason": f"excluded from endpoint: {reason}", "action": "excluded"})
-                for endpoint_id, by_reason in exclusions for reason, ids in by_reason]
-    if excluded:
-        quality = concat_quality([quality, *excluded])
-    return quality if labels is None else _with_group(quality, labels)
+    endpoint, then reason), with each patient's group when the variant is grouped.
+
+    Ungrouped, the cohort's records (millions, in a registry) and the endpoints' are kept as two
+    parts, never concatenated in memory unless the whole report is asked for."""
+    excluded = concat_quality([
+        pd.DataFrame({"table": f"endpoint {endpoint_id}", "line": pd.NA, "patient_id": list(ids),
+                      "reason": f"excluded from endpoint: {reason}", "action": "excluded"})
+        for endpoint_id, by_reason in exclusions for reason, ids in by_reason])
+    if labels is not None:
+        return store.put(_with_group(concat_quality([as_frame(quality), excluded]), labels))
+    cohort_records = quality if isinstance(quality, StoredFrame) else StoredFrame.held(quality)
+    if excluded.empty:
+        return cohort_records
+    if not cohort_records.rows:
+        return store.put(excluded)
+    return FrameParts((cohort_records, store.put(excluded)), concat_quality)
 
 
 def _record(failure: Failure, prefix: str, spec: Spec, position: int, endpoint_spec, endpoint_cls, failures: list[dict]) -> None:

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from .errors import UsageError
 from .results import Results
-from .spill import StoredFrame, as_frame, release_memory, stored_frame
+from .spill import FrameParts, StoredFrame, as_frame, release_memory, stored_frame
 
 
 def check_writable(out_dir: Path, option: str = "-o") -> None:
@@ -173,15 +173,63 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
             neutralise_formulas(frame).to_csv(stream, index=False, lineterminator="\n")
 
 
-def _write_arrow_csv(frame: pd.DataFrame, path: str, sliced: bool) -> None:
+class _PartsDiffer(Exception):
+    """Parts with other columns than the first, or with timestamps: they are joined and written whole."""
+
+
+def _write_csv_parts(frames: FrameParts, path: str) -> None:
+    """Consecutive parts as one CSV, each loaded only while it is written: the text of their
+    concatenation. Parts whose columns differ, or that hold timestamps (printed as dates or not
+    by the whole column), are joined and written as one frame."""
+    try:
+        _write_arrow_csv_parts(frames, path)
+    except (_PartsDiffer, _NotArrow):
+        _write_csv(frames.load(), path)
+
+
+def _write_arrow_csv_parts(frames: FrameParts, path: str) -> None:
+    with open(path, "wb") as stream:
+        for quoting in ("none", "needed"):  # as _write_arrow_csv: every part is written again when one needs quotes
+            stream.seek(0)
+            stream.truncate()
+            columns = None
+            try:
+                for part in frames.parts:
+                    frame = part.load()
+                    if columns is None:
+                        columns = list(frame.columns)
+                        stream.write(_header(frame))
+                    elif list(frame.columns) != columns:
+                        raise _PartsDiffer
+                    if any(pd.api.types.is_datetime64_any_dtype(column) for _, column in frame.items()):
+                        raise _PartsDiffer
+                    try:
+                        tables = list(_arrow_slices(frame)) if len(frame) > SLICE_ROWS else [_to_arrow(frame)]
+                    except _SliceTypesDiffer:
+                        tables = [_to_arrow(frame)]
+                    del frame
+                    for table in tables:
+                        pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+                    del tables
+                return
+            except pa.ArrowInvalid:
+                if quoting == "needed":
+                    raise
+
+
+def _header(frame: pd.DataFrame) -> bytes:
     header = io.StringIO()
     csv.writer(header, lineterminator="\n").writerow([str(name) for name in frame.columns])  # quoted only where needed
+    return header.getvalue().encode("utf-8")
+
+
+def _write_arrow_csv(frame: pd.DataFrame, path: str, sliced: bool) -> None:
     whole = None if sliced else _to_arrow(frame)
     with open(path, "wb") as stream:
         for quoting in ("none", "needed"):  # "needed" quotes all text: only when a value has a comma, quote or break
             stream.seek(0)
             stream.truncate()
-            stream.write(header.getvalue().encode("utf-8"))
+            stream.write(_header(frame))
             try:
                 for table in _arrow_slices(frame) if sliced else [whole]:
                     pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
@@ -247,7 +295,7 @@ def render_files(results: Results, fmt: str, *, excel_csv: bool = False,
     if excel_csv:
         for name, content in files.items():
             if name.endswith(".csv"):
-                files[name] = "\ufeff" + (_csv(as_frame(content)) if isinstance(content, pd.DataFrame | StoredFrame) else content)
+                files[name] = "\ufeff" + (_csv(as_frame(content)) if isinstance(content, pd.DataFrame | StoredFrame | FrameParts) else content)
     return files
 
 
@@ -266,12 +314,15 @@ def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], 
         if isinstance(content, StoredFrame) and content.spilled:
             _write_csv(content.load(), paths[name])
             release_memory(content.nbytes)
+        elif isinstance(content, FrameParts):
+            _write_csv_parts(content, paths[name])
+            release_memory(sum(part.nbytes for part in content.parts if part.spilled))
     mode = file_mode()
     for name, content in files.items():
         if isinstance(content, bytes):
             with open(paths[name], "wb") as stream:
                 stream.write(content)
-        elif not isinstance(content, pd.DataFrame | StoredFrame):
+        elif not isinstance(content, pd.DataFrame | StoredFrame | FrameParts):
             with open(paths[name], "w", encoding="utf-8", newline="") as stream:
                 stream.write(content)
         os.chmod(paths[name], mode)  # mkstemp makes 0600 files

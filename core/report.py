@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .spill import FrameParts, StoredFrame, as_frame
+
 if TYPE_CHECKING:
     from .render import Table
     from .results import Results
@@ -78,13 +80,28 @@ def _figure_html(name: str, png: bytes) -> str:
     return f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{data}"><figcaption>{_e(name)}</figcaption></figure>'
 
 
-def _quality_summary(quality: pd.DataFrame) -> pd.DataFrame:
-    """Data quality as counts per table, reason and action (the report never lists patients)."""
-    if quality.empty or "reason" not in quality:
-        return pd.DataFrame(columns=["table", "reason", "action", "records"])
-    if "records" in quality:  # already a summary (disclosure control)
-        return quality
-    return quality.groupby(["table", "reason", "action"], sort=False, dropna=False).size().reset_index(name="records")
+SUMMARY_ROWS = 1_000_000  # records counted at a time
+
+
+def _quality_summary(quality: pd.DataFrame | StoredFrame | FrameParts) -> pd.DataFrame:
+    """Data quality as counts per table, reason and action (the report never lists patients),
+    in order of first appearance. Counted part by part and a million records at a time, so that
+    a registry's report is never held twice (nor concatenated from its parts)."""
+    columns = ["table", "reason", "action"]
+    counts = []
+    for part in quality.parts if isinstance(quality, FrameParts) else [quality]:
+        frame = as_frame(part)
+        if "records" in frame:  # already a summary (disclosure control)
+            return frame
+        if frame.empty or "reason" not in frame:
+            continue
+        for start in range(0, len(frame), SUMMARY_ROWS):
+            counts.append(frame.iloc[start:start + SUMMARY_ROWS].groupby(columns, sort=False, dropna=False, observed=True).size())
+        del frame
+    if not counts:
+        return pd.DataFrame(columns=[*columns, "records"])
+    total = pd.concat(counts).groupby(level=[0, 1, 2], sort=False, dropna=False).sum()
+    return total.rename("records").reset_index().astype({name: object for name in columns})
 
 
 def notebook_html(results: Results) -> str:
@@ -124,7 +141,7 @@ def report_html(results: Results, figures: dict[str, bytes] | Callable[[], dict[
     ]
     figures_at = len(body)
     body += ["<h2>Patient flow (attrition)</h2>", frame_html(results.primary.attrition_table)]
-    body += ["<h2>Data quality</h2>", frame_html(_quality_summary(results.data_quality))]
+    body += ["<h2>Data quality</h2>", frame_html(_quality_summary(results.primary.quality))]
     if len(results.variants) > 1:
         body += ["<h2>Sensitivity analyses</h2>", table_html(side_by_side_table(results))]
         moves = [n for n in what_moves_notes(results) if n.startswith(("What moves", "CONCLUSION", "No variant"))]

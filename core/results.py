@@ -15,7 +15,7 @@ import pandas as pd
 
 from .endpoint import Row
 from .params import to_plain
-from .spill import StoredFrame, as_frame
+from .spill import FrameParts, StoredFrame, as_frame
 
 if TYPE_CHECKING:
     from .data import CohortData
@@ -225,7 +225,7 @@ class VariantResult:
     labels: dict[tuple[str, str], str]
     notes: dict[str, list[str]]
     attrition: pd.DataFrame
-    quality: pd.DataFrame | StoredFrame  # a large report stays on disk until asked for (data_quality)
+    quality: pd.DataFrame | StoredFrame | FrameParts  # a large report stays on disk until asked for (data_quality)
     failures: list[dict] = field(default_factory=list)
     curves: dict[tuple[str, str], Any] = field(default_factory=dict)  # (endpoint id, title) -> KaplanMeier
     seconds: float = 0.0

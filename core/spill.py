@@ -19,12 +19,13 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 DEFAULT_MEMORY_BUDGET = 256 * 1024**2  # bytes of frames a run keeps in memory before it writes them to disk
 RELEASE_AFTER = 64 * 1024**2  # bytes freed before memory is given back (a full collection is not free)
@@ -32,8 +33,9 @@ _freed = 0  # bytes freed since memory was last given back
 
 
 def release_memory(freed: int | None = None) -> None:
-    """Give freed memory back to the system (glibc's ``malloc_trim``) once large frames are gone: the
-    allocator otherwise keeps it, and the process's peak grows with every endpoint of a large run.
+    """Give freed memory back to the system (glibc's ``malloc_trim``, and Arrow's memory pool) once
+    large frames are gone: the allocators otherwise keep it, and the process's peak grows with every
+    endpoint of a large run.
 
     ``freed`` (bytes just let go) defers the release until :data:`RELEASE_AFTER` bytes have been
     freed: a full garbage collection costs tens of milliseconds in a process holding many objects,
@@ -46,6 +48,8 @@ def release_memory(freed: int | None = None) -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    # text columns live in Arrow's own allocator (mimalloc or jemalloc), which keeps freed memory too
+    pa.default_memory_pool().release_unused()
 
 
 def frame_bytes(frame: pd.DataFrame) -> int:
@@ -92,9 +96,30 @@ class StoredFrame:
         return cls(rows=len(frame), nbytes=0, _frame=frame)
 
 
-def as_frame(value: pd.DataFrame | StoredFrame) -> pd.DataFrame:
+@dataclass(frozen=True)
+class FrameParts:
+    """A frame kept as consecutive parts (a report of millions of records, then a few more): a
+    file is written part after part, each loaded only while it is written, and the parts are
+    concatenated (by ``join``) only when the whole frame is asked for."""
+
+    parts: tuple[StoredFrame, ...]
+    join: Callable[[list[pd.DataFrame]], pd.DataFrame]
+
+    def load(self) -> pd.DataFrame:
+        return self.join([part.load() for part in self.parts])
+
+    @property
+    def rows(self) -> int:
+        return sum(part.rows for part in self.parts)
+
+    @property
+    def spilled(self) -> bool:
+        return any(part.spilled for part in self.parts)
+
+
+def as_frame(value: pd.DataFrame | StoredFrame | FrameParts) -> pd.DataFrame:
     """The frame itself, loaded when it is a handle."""
-    return value.load() if isinstance(value, StoredFrame) else value
+    return value.load() if isinstance(value, StoredFrame | FrameParts) else value
 
 
 class FrameStore:

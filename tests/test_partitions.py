@@ -330,3 +330,46 @@ def test_a_frames_size_is_estimated_close_to_its_measured_memory():
     })
     measured = int(frame.memory_usage(deep=True).sum())
     assert abs(frame_bytes(frame) - measured) < 0.1 * measured
+
+
+@pytest.mark.parametrize("second_reason", ["plain", 'a reason with a comma, and "quotes"'])
+def test_a_report_kept_in_parts_is_written_as_its_concatenation(tmp_path, second_reason):
+    """The cohort's data-quality records and the endpoints' exclusions stay two parts: the file
+    written part after part is byte for byte the file of the concatenated frame, also when only
+    a later part needs quoting; the whole frame is the concatenation."""
+    from endpointkit.cohort import compact_quality, concat_quality
+    from endpointkit.output import _write_csv, _write_csv_parts
+    from endpointkit.spill import FrameParts, FrameStore
+
+    cohort = compact_quality(pd.DataFrame({"table": ["relapses", "patients"], "line": [4, pd.NA], "patient_id": ["p1", "p2"],
+                                           "reason": ["pseudo relapse", "no date"], "action": ["dropped", "replaced"]}))
+    excluded = compact_quality(pd.DataFrame({"table": "endpoint arr", "line": pd.NA, "patient_id": ["p3"],
+                                             "reason": second_reason, "action": "excluded"}))
+    store = FrameStore(memory_budget=0)  # both parts on disk
+    parts = FrameParts((store.put(cohort), store.put(excluded)), concat_quality)
+    _write_csv_parts(parts, str(tmp_path / "parts.csv"))
+    _write_csv(concat_quality([cohort, excluded]), str(tmp_path / "whole.csv"))
+    assert (tmp_path / "parts.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    pd.testing.assert_frame_equal(parts.load(), concat_quality([cohort, excluded]))
+    assert parts.rows == 3 and parts.spilled
+
+
+def test_the_reports_data_quality_counts_add_up_over_parts_and_slices(monkeypatch):
+    """The report counts records per table, reason and action a slice at a time and part by part:
+    the counts, and their order of first appearance, are those of the whole report."""
+    from endpointkit import report
+    from endpointkit.cohort import compact_quality, concat_quality
+    from endpointkit.spill import FrameParts, StoredFrame
+
+    def records(tables, reasons):
+        return compact_quality(pd.DataFrame({"table": tables, "line": range(len(tables)), "patient_id": "p",
+                                             "reason": reasons, "action": "dropped"}))
+
+    first = records(["relapses", "patients", "relapses", "relapses", "titers"], ["a", "b", "a", "c", "a"])
+    second = records(["endpoint arr", "relapses"], ["x", "a"])
+    whole = concat_quality([first, second])
+    expected = whole.groupby(["table", "reason", "action"], sort=False, observed=True).size().reset_index(name="records")
+    monkeypatch.setattr(report, "SUMMARY_ROWS", 2)
+    counted = report._quality_summary(FrameParts((StoredFrame.held(first), StoredFrame.held(second)), concat_quality))
+    assert counted.astype(str).values.tolist() == expected.astype(str).values.tolist()
+    assert counted["records"].tolist() == [3, 1, 1, 1, 1] and counted["records"].sum() == len(whole)
