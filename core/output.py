@@ -143,13 +143,14 @@ def _dates(frame: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
-def _arrow_slices(frame: pd.DataFrame) -> Iterator[pa.Table]:
+def _arrow_slices(frame: pd.DataFrame, dates: dict[str, bool] | None = None,
+                  schema: pa.Schema | None = None) -> Iterator[pa.Table]:
     """A large frame as Arrow tables of SLICE_ROWS rows, each converted only when written, so that
-    the frame is never held twice. Every slice must convert to the types of the first, and
-    timestamps print as dates by the whole column: the text is that of the whole frame."""
-    dates = _dates(frame)
-    schema = None
-    for start in range(0, len(frame), SLICE_ROWS):
+    the frame is never held twice. Every slice must convert to the types of the first (or to
+    ``schema``), and timestamps print as dates by the whole column (``dates``: decided over
+    more than this frame): the text is that of the whole frame."""
+    dates = _dates(frame) if dates is None else dates
+    for start in range(0, max(len(frame), 1), SLICE_ROWS):
         table = _to_arrow(frame.iloc[start:start + SLICE_ROWS], dates)
         if any(pa.types.is_timestamp(f.type) and f.type.tz is None and f.name not in dates for f in table.schema):
             raise _SliceTypesDiffer  # text holding timestamps: whether they print as dates is decided whole
@@ -173,44 +174,46 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
             neutralise_formulas(frame).to_csv(stream, index=False, lineterminator="\n")
 
 
-class _PartsDiffer(Exception):
-    """Parts with other columns than the first, or with timestamps: they are joined and written whole."""
-
-
-def _write_csv_parts(frames: FrameParts, path: str) -> None:
-    """Consecutive parts as one CSV, each loaded only while it is written: the text of their
-    concatenation. Parts whose columns differ, or that hold timestamps (printed as dates or not
-    by the whole column), are joined and written as one frame."""
+def _write_csv_pieces(pieces: Callable[[], Iterator[pd.DataFrame]], path: str, whole: Callable[[], pd.DataFrame]) -> None:
+    """Frames one after another (the slices of a frame on disk, the parts of a report) as one CSV,
+    each read only while it is written: the text of their concatenation. Whether a timestamp
+    column prints as dates is decided over all of them first (a pass of its own, when there are
+    timestamps). Pieces whose columns or Arrow types differ, or that Arrow cannot type, are
+    joined (``whole``) and written as one frame."""
     try:
-        _write_arrow_csv_parts(frames, path)
-    except (_PartsDiffer, _NotArrow):
-        _write_csv(frames.load(), path)
+        _write_arrow_csv_pieces(pieces, path, _dates_over(pieces()))
+    except (_SliceTypesDiffer, _NotArrow):
+        _write_csv(whole(), path)
 
 
-def _write_arrow_csv_parts(frames: FrameParts, path: str) -> None:
+def _dates_over(pieces: Iterator[pd.DataFrame]) -> dict[str, bool]:
+    """:func:`_dates` of the pieces' concatenation."""
+    flags: dict[str, bool] | None = None
+    for piece in pieces:
+        mine = _dates(piece)
+        flags = mine if flags is None else {name: flags[name] and mine.get(name, False) for name in flags}
+        if not flags:
+            break  # no timestamps (the pieces have the columns of the first): nothing to decide
+    return flags or {}
+
+
+def _write_arrow_csv_pieces(pieces: Callable[[], Iterator[pd.DataFrame]], path: str, dates: dict[str, bool]) -> None:
     with open(path, "wb") as stream:
-        for quoting in ("none", "needed"):  # as _write_arrow_csv: every part is written again when one needs quotes
+        for quoting in ("none", "needed"):  # as _write_arrow_csv: every piece is written again when one needs quotes
             stream.seek(0)
             stream.truncate()
-            columns = None
+            columns, schema = None, None
             try:
-                for part in frames.parts:
-                    frame = part.load()
+                for frame in pieces():
                     if columns is None:
                         columns = list(frame.columns)
                         stream.write(_header(frame))
                     elif list(frame.columns) != columns:
-                        raise _PartsDiffer
-                    if any(pd.api.types.is_datetime64_any_dtype(column) for _, column in frame.items()):
-                        raise _PartsDiffer
-                    try:
-                        tables = list(_arrow_slices(frame)) if len(frame) > SLICE_ROWS else [_to_arrow(frame)]
-                    except _SliceTypesDiffer:
-                        tables = [_to_arrow(frame)]
-                    del frame
-                    for table in tables:
+                        raise _SliceTypesDiffer
+                    for table in _arrow_slices(frame, dates, schema):
+                        schema = table.schema
                         pacsv.write_csv(table, stream, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
-                    del tables
+                    del frame
                 return
             except pa.ArrowInvalid:
                 if quoting == "needed":
@@ -312,10 +315,10 @@ def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], 
         list(pool.map(lambda name: _write_csv(as_frame(files[name]), paths[name]), frames))
     for name, content in files.items():
         if isinstance(content, StoredFrame) and content.spilled:
-            _write_csv(content.load(), paths[name])
+            _write_csv_pieces(content.slices, paths[name], content.load)
             release_memory(content.nbytes)
         elif isinstance(content, FrameParts):
-            _write_csv_parts(content, paths[name])
+            _write_csv_pieces(content.slices, paths[name], content.load)
             release_memory(sum(part.nbytes for part in content.parts if part.spilled))
     mode = file_mode()
     for name, content in files.items():

@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 DEFAULT_MEMORY_BUDGET = 256 * 1024**2  # bytes of frames a run keeps in memory before it writes them to disk
+SLICE_ROWS = 1_000_000  # rows per file of a frame on disk: written, and read back to write a CSV, a slice at a time
 RELEASE_AFTER = 64 * 1024**2  # bytes freed before memory is given back (a full collection is not free)
 _freed = 0  # bytes freed since memory was last given back
 
@@ -76,15 +77,26 @@ class StoredFrame:
     rows: int
     nbytes: int
     _frame: pd.DataFrame | None = field(default=None, repr=False)
-    _path: Path | None = None
+    _paths: tuple[Path, ...] = ()  # on disk: a file per slice of SLICE_ROWS rows
     _store: FrameStore | None = field(default=None, repr=False)  # keeps the folder alive while the frame is
 
     def load(self) -> pd.DataFrame:
-        """The frame (a new object each time it comes from disk: callers own what they get)."""
+        """The frame (a new object each time it comes from disk: callers own what they get); a
+        frame of several slices is put together column by column, never held twice."""
         if self._frame is not None:
             return self._frame
-        with open(self._path, "rb") as stream:
-            return pickle.load(stream)  # noqa: S301 - a file this process wrote itself, in its private folder
+        if len(self._paths) == 1:
+            return next(self.slices())
+        return join_rows(self.slices())
+
+    def slices(self) -> Iterator[pd.DataFrame]:
+        """The frame a slice of rows at a time, each read only when asked for (a frame in memory: whole)."""
+        if self._frame is not None:
+            yield self._frame
+            return
+        for path in self._paths:
+            with open(path, "rb") as stream:
+                yield pickle.load(stream)  # noqa: S301 - a file this process wrote itself, in its private folder
 
     @property
     def spilled(self) -> bool:
@@ -107,6 +119,11 @@ class FrameParts:
 
     def load(self) -> pd.DataFrame:
         return self.join([part.load() for part in self.parts])
+
+    def slices(self) -> Iterator[pd.DataFrame]:
+        """Each part's slices, in order, each read only when asked for."""
+        for part in self.parts:
+            yield from part.slices()
 
     @property
     def rows(self) -> int:
@@ -140,12 +157,15 @@ class FrameStore:
         if self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="endpointkit-frames-"))
             weakref.finalize(self, shutil.rmtree, self._folder, True)
-        self._count += 1
-        path = self._folder / f"{self._count:06d}.pickle"
-        with open(path, "wb") as stream:
-            pickle.dump(frame, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        paths = []
+        for start in range(0, max(len(frame), 1), SLICE_ROWS):  # a slice at a time: pickling copies Arrow text
+            self._count += 1
+            paths.append(self._folder / f"{self._count:06d}.pickle")
+            with open(paths[-1], "wb") as stream:
+                part = frame if len(frame) <= SLICE_ROWS else frame.iloc[start:start + SLICE_ROWS]
+                pickle.dump(part, stream, protocol=pickle.HIGHEST_PROTOCOL)
         self.spilled += nbytes
-        return StoredFrame(rows=len(frame), nbytes=nbytes, _path=path, _store=self)
+        return StoredFrame(rows=len(frame), nbytes=nbytes, _paths=tuple(paths), _store=self)
 
 
 def assemble(parts: list[StoredFrame], order: str) -> pd.DataFrame:
@@ -175,7 +195,38 @@ def assemble(parts: list[StoredFrame], order: str) -> pd.DataFrame:
     for name in list(pieces):
         column = pd.concat(_same_categories(pieces.pop(name)), ignore_index=True)
         columns[name] = column if in_order else column.take(position).reset_index(drop=True)
+        del column
+        release_memory(int(columns[name].memory_usage(index=False)))  # the pieces' memory, once enough is free
     return pd.DataFrame(columns, copy=False)
+
+
+def join_rows(slices: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Slices of one frame's rows (same columns and dtypes, in order) as that frame: its index,
+    column labels and attrs. Column by column, as :func:`assemble`, so it is never held twice."""
+    pieces: list[list[pd.Series]] = []
+    indexes: list[pd.Index] = []
+    first = None
+    for frame in slices:
+        if first is None:
+            first = frame.iloc[:0]
+            pieces = [[] for _ in range(frame.shape[1])]
+        indexes.append(frame.index)
+        for position in range(frame.shape[1]):
+            pieces[position].append(frame.iloc[:, position].copy(deep=True).reset_index(drop=True))
+        del frame
+    if first is None:
+        raise ValueError("no slices to join")
+    index = indexes[0].append(indexes[1:]) if len(indexes) > 1 else indexes[0]
+    columns = {}
+    for position in range(len(pieces)):
+        columns[position] = pd.concat(_same_categories(pieces[position]), ignore_index=True)
+        pieces[position] = []
+        release_memory(int(columns[position].memory_usage(index=False)))
+    joined = pd.DataFrame(columns, copy=False)
+    joined.columns = first.columns
+    joined.index = index
+    joined.attrs = dict(first.attrs)
+    return joined
 
 
 def _same_categories(pieces: list[pd.Series]) -> list[pd.Series]:

@@ -338,7 +338,7 @@ def test_a_report_kept_in_parts_is_written_as_its_concatenation(tmp_path, second
     written part after part is byte for byte the file of the concatenated frame, also when only
     a later part needs quoting; the whole frame is the concatenation."""
     from endpointkit.cohort import compact_quality, concat_quality
-    from endpointkit.output import _write_csv, _write_csv_parts
+    from endpointkit.output import _write_csv, _write_csv_pieces
     from endpointkit.spill import FrameParts, FrameStore
 
     cohort = compact_quality(pd.DataFrame({"table": ["relapses", "patients"], "line": [4, pd.NA], "patient_id": ["p1", "p2"],
@@ -347,7 +347,7 @@ def test_a_report_kept_in_parts_is_written_as_its_concatenation(tmp_path, second
                                              "reason": second_reason, "action": "excluded"}))
     store = FrameStore(memory_budget=0)  # both parts on disk
     parts = FrameParts((store.put(cohort), store.put(excluded)), concat_quality)
-    _write_csv_parts(parts, str(tmp_path / "parts.csv"))
+    _write_csv_pieces(parts.slices, str(tmp_path / "parts.csv"), parts.load)
     _write_csv(concat_quality([cohort, excluded]), str(tmp_path / "whole.csv"))
     assert (tmp_path / "parts.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     pd.testing.assert_frame_equal(parts.load(), concat_quality([cohort, excluded]))
@@ -373,3 +373,30 @@ def test_the_reports_data_quality_counts_add_up_over_parts_and_slices(monkeypatc
     counted = report._quality_summary(FrameParts((StoredFrame.held(first), StoredFrame.held(second)), concat_quality))
     assert counted.astype(str).values.tolist() == expected.astype(str).values.tolist()
     assert counted["records"].tolist() == [3, 1, 1, 1, 1] and counted["records"].sum() == len(whole)
+
+
+def test_a_large_frame_on_disk_is_kept_in_slices_and_written_from_them(tmp_path, monkeypatch):
+    """A frame of more than SLICE_ROWS rows goes to disk a slice per file (pickling a whole frame
+    holds a copy of all its text at once); it comes back exactly (index, labels, dtypes, attrs), and
+    its CSV, written a slice at a time, is the CSV of the whole frame: timestamps print as dates
+    only if every slice's are at midnight."""
+    from endpointkit import spill
+    from endpointkit.output import _write_csv, _write_csv_pieces
+
+    monkeypatch.setattr(spill, "SLICE_ROWS", 3)
+    frame = pd.DataFrame({
+        "patient_id": pd.Series([f"p{i}" for i in range(8)], dtype="str"),
+        "count": pd.array([1, None, 3, 4, 5, 6, None, 8], dtype="Int64"),
+        "kind": pd.Categorical(list("abcabcab")),
+        "day": pd.to_datetime(["2020-01-01 00:00"] * 7 + ["2020-01-02 10:30"]),  # only the last slice has a time
+        "value": np.linspace(0, 1, 8),
+    }, index=pd.RangeIndex(10, 18))
+    frame.attrs["unit"] = "days"
+    stored = spill.FrameStore(memory_budget=0).put(frame)
+    assert stored.spilled and len(stored._paths) == 3
+    pd.testing.assert_frame_equal(stored.load(), frame)
+    assert stored.load().attrs == {"unit": "days"}
+    _write_csv_pieces(stored.slices, str(tmp_path / "slices.csv"), stored.load)
+    _write_csv(frame, str(tmp_path / "whole.csv"))
+    assert (tmp_path / "slices.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert "2020-01-01 00:00:00" in (tmp_path / "slices.csv").read_text()
