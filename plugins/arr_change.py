@@ -138,11 +138,19 @@ def exact_rate_difference(frame: pd.DataFrame, year_days: float) -> np.ndarray:
     p, q = Fraction(year_days).as_integer_ratio()
     columns = ("pre_relapses", "pre_days", "post_relapses", "post_days")
     valid = frame[list(columns)].notna().all(axis=1).to_numpy() & frame["included"].to_numpy(dtype=bool)
-    pre_c, pre_d, post_c, post_d = (frame[c].to_numpy()[valid].astype(np.int64).astype(object) for c in columns)
-    numerator = p * (post_c * pre_d - pre_c * post_d)
-    denominator = q * post_d * pre_d
+    pre_c, pre_d, post_c, post_d = (frame[c].to_numpy()[valid].astype(np.int64) for c in columns)
     diff = np.full(len(frame), np.nan)
-    diff[valid] = (numerator / denominator).astype(float) if valid.any() else []
+    if not valid.any():
+        return diff
+    cross = post_c * pre_d - pre_c * post_d  # counts and days are far below 2**31: exact in int64
+    days = post_d * pre_d
+    exact_in_doubles = 2**53  # integers below this are exact doubles, and IEEE division rounds correctly once
+    if p * int(np.abs(cross).max()) < exact_in_doubles and q * int(days.max()) < exact_in_doubles and days.min() > 0:
+        diff[valid] = (p * cross).astype(float) / (q * days).astype(float)  # the same double as int / int, vectorised
+    else:  # a year length with a long binary fraction: Python's unbounded integers
+        numerator = p * cross.astype(object)
+        denominator = q * days.astype(object)
+        diff[valid] = (numerator / denominator).astype(float)
     return diff
 
 
@@ -228,7 +236,8 @@ class ArrChange(Endpoint):
 
     def summarise(self, frame: pd.DataFrame, params: ArrParams, ctx) -> EndpointResult:
         """Summaries of the ARRs, the paired test and responders; adds ``arr_difference`` and ``responder``."""
-        used = frame[frame["included"]]
+        # the summary's columns of the analysed patients (a copy of the whole frame would double it)
+        used = frame.loc[frame["included"], ["pre_days", "post_days", "pre_relapses", "post_relapses", "pre_arr", "post_arr"]]
         n = len(used)
         if params.summary == "crude":
             pre_years = used["pre_days"].sum() / ctx.year_days

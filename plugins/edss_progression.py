@@ -372,7 +372,7 @@ class EdssProgression(Endpoint):
         improved = frame["improved"].fillna(False).to_numpy(dtype=bool)
         stable = frame["stable"].fillna(False).to_numpy(dtype=bool)
         reason = frame["exclusion_reason"]
-        used = frame[included]
+        used = frame.loc[included, ["baseline_score", "final_score"]]  # not a copy of every column
         k = len(used)
         method = ctx.quantile_method
         rows = [

@@ -177,7 +177,8 @@ class RelapseFree(Endpoint):
 
     def summarise(self, frame: pd.DataFrame, params: RelapseFreeParams, ctx) -> EndpointResult:
         """The crude proportion, follow-up, the KM fit and its landmarks, from the per-patient frame."""
-        used = frame[frame["included"]]
+        # the summary's columns of the analysed patients (a copy of the whole frame would double it)
+        used = frame.loc[frame["included"], ["relapse_free", "followup_months", "km_time_months", "km_event"]]
         n = len(used)
         free = int(used["relapse_free"].sum())
         window = f"(index + {params.post_lag_days} days, follow-up end]"

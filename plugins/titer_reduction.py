@@ -251,8 +251,8 @@ class TiterReduction(Endpoint):
             titer_median_row("post", post_values, params.median_scale, ctx.quantile_method,
                              f"Titer after index ({post_word}), {scale} ({who}n = {len(post_values)})"),
         ]
-        pairs = frame[pair]
-        rows.append(signed_rank_row("paired_test", pairs["log2_fold_change"], ctx.paired_test,
+        pairs = frame.loc[pair, "log2_fold_change"]  # not a copy of every column
+        rows.append(signed_rank_row("paired_test", pairs, ctx.paired_test,
                                     label=f"Titer change (log2), p (n = {len(pairs)} pairs)"))
         n_positive = int(positive_before.sum())
         rows.append(proportion_row("became_negative", int(frame["became_negative"].fillna(False).sum()), n_positive,

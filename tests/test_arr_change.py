@@ -1,6 +1,7 @@
 """arr_change: per-patient ARR in pre and post windows, summaries, paired test, responders."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -313,6 +314,25 @@ def test_the_exact_difference_holds_for_any_year_length():
     year = Fraction(365.2425)
     assert pp.loc["t0", "arr_difference"] == float(5 * year / 700 - 2 * year / 300)
     assert pp.loc["t1", "arr_difference"] == 0.0
+
+
+@pytest.mark.parametrize("year_days", [365.25, 365, 365.2425, 365.123456789])
+def test_the_vectorised_difference_is_the_correctly_rounded_fraction(year_days):
+    """Integers below 2**53 divide as doubles into the correctly rounded quotient: the vectorised
+    difference is, patient by patient, the exact fraction rounded once (a year length whose exact
+    fraction is too long for doubles takes Python's integers)."""
+    from fractions import Fraction
+
+    from endpointkit.plugins.arr_change import exact_rate_difference
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"pre_relapses": rng.integers(0, 40, 2000), "pre_days": rng.integers(1, 20_000, 2000),
+                          "post_relapses": rng.integers(0, 40, 2000), "post_days": rng.integers(1, 20_000, 2000),
+                          "included": rng.random(2000) < 0.9})
+    year = Fraction(year_days)
+    expected = [float(year * (Fraction(int(r.post_relapses), int(r.post_days)) - Fraction(int(r.pre_relapses), int(r.pre_days))))
+                if r.included else np.nan for r in frame.itertuples()]
+    np.testing.assert_array_equal(exact_rate_difference(frame, year_days), np.array(expected))
 
 
 window = st.tuples(st.integers(0, 3), st.integers(100, 600), st.integers(0, 3), st.integers(100, 600))
