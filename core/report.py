@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .spill import FrameParts, StoredFrame, as_frame
+from .spill import FrameParts, StoredFrame
 
 if TYPE_CHECKING:
     from .render import Table
@@ -81,27 +81,37 @@ def _figure_html(name: str, png: bytes) -> str:
 
 
 SUMMARY_ROWS = 1_000_000  # records counted at a time
+_RECORD_DETAILS = ((r"\d{4}-\d{2}-\d{2}", "<date>"), (r"\(line \d+\)", "(line <n>)"))
 
 
 def _quality_summary(quality: pd.DataFrame | StoredFrame | FrameParts) -> pd.DataFrame:
-    """Data quality as counts per table, reason and action (the report never lists patients),
-    in order of first appearance. Counted part by part and a million records at a time, so that
-    a registry's report is never held twice (nor concatenated from its parts)."""
+    """Data quality as counts per table, reason and action (the report never lists patients), in
+    order of first appearance. A reason's dates and line numbers, which name one record, are
+    replaced by ``<date>`` and ``(line <n>)``: a count per merged relapse would be a listing, not a
+    summary (data_quality.csv has every record). Counted a million records at a time, part by
+    part, so that a registry's report is never held twice."""
     columns = ["table", "reason", "action"]
     counts = []
     for part in quality.parts if isinstance(quality, FrameParts) else [quality]:
-        frame = as_frame(part)
-        if "records" in frame:  # already a summary (disclosure control)
-            return frame
-        if frame.empty or "reason" not in frame:
-            continue
-        for start in range(0, len(frame), SUMMARY_ROWS):
-            counts.append(frame.iloc[start:start + SUMMARY_ROWS].groupby(columns, sort=False, dropna=False, observed=True).size())
-        del frame
+        slices = part.slices() if isinstance(part, StoredFrame) else [part]
+        for frame in slices:
+            if "records" in frame:  # already a summary (disclosure control)
+                return frame
+            if frame.empty or "reason" not in frame:
+                continue
+            for start in range(0, len(frame), SUMMARY_ROWS):
+                records = frame.iloc[start:start + SUMMARY_ROWS]
+                reason = records["reason"].astype("str")
+                for pattern, replacement in _RECORD_DETAILS:
+                    reason = reason.str.replace(pattern, replacement, regex=True)
+                keys = pd.DataFrame({"table": records["table"].astype(object), "reason": reason.astype(object),
+                                     "action": records["action"].astype(object)})
+                counts.append(keys.groupby(columns, sort=False, dropna=False).size())
+            del frame
     if not counts:
         return pd.DataFrame(columns=[*columns, "records"])
     total = pd.concat(counts).groupby(level=[0, 1, 2], sort=False, dropna=False).sum()
-    return total.rename("records").reset_index().astype({name: object for name in columns})
+    return total.rename("records").reset_index()
 
 
 def notebook_html(results: Results) -> str:
@@ -141,7 +151,9 @@ def report_html(results: Results, figures: dict[str, bytes] | Callable[[], dict[
     ]
     figures_at = len(body)
     body += ["<h2>Patient flow (attrition)</h2>", frame_html(results.primary.attrition_table)]
-    body += ["<h2>Data quality</h2>", frame_html(_quality_summary(results.primary.quality))]
+    body += ["<h2>Data quality</h2>", frame_html(_quality_summary(results.primary.quality)),
+             '<p class="meta">Records counted per table, reason and action, with the dates and line numbers of '
+             "single records as &lt;date&gt; and &lt;n&gt;; data_quality.csv lists every record.</p>"]
     if len(results.variants) > 1:
         body += ["<h2>Sensitivity analyses</h2>", table_html(side_by_side_table(results))]
         moves = [n for n in what_moves_notes(results) if n.startswith(("What moves", "CONCLUSION", "No variant"))]

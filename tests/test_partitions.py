@@ -375,6 +375,22 @@ def test_the_reports_data_quality_counts_add_up_over_parts_and_slices(monkeypatc
     assert counted["records"].tolist() == [3, 1, 1, 1, 1] and counted["records"].sum() == len(whole)
 
 
+def test_the_report_counts_reasons_without_the_dates_and_lines_of_single_records():
+    """A merged relapse's reason names its record; the report counts them as one reason (the CSV
+    keeps every record as it is)."""
+    from endpointkit.cohort import compact_quality
+    from endpointkit.report import _quality_summary
+
+    reasons = ["onset within 30 days of the relapse of 2019-01-05 (line 12); merged into it",
+               "onset within 30 days of the relapse of 2020-03-01 (line 40); merged into it", "pseudo relapse"]
+    quality = compact_quality(pd.DataFrame({"table": "relapses", "line": [13, 41, 50], "patient_id": ["a", "b", "c"],
+                                            "reason": reasons, "action": ["merged", "merged", "dropped"]}))
+    counted = _quality_summary(quality)
+    assert counted.values.tolist() == [
+        ["relapses", "onset within 30 days of the relapse of <date> (line <n>); merged into it", "merged", 2],
+        ["relapses", "pseudo relapse", "dropped", 1]]
+
+
 def test_a_large_frame_on_disk_is_kept_in_slices_and_written_from_them(tmp_path, monkeypatch):
     """A frame of more than SLICE_ROWS rows goes to disk a slice per file (pickling a whole frame
     holds a copy of all its text at once); it comes back exactly (index, labels, dtypes, attrs), and
