@@ -4,9 +4,11 @@ A run's map gives every endpoint a per-patient frame per partition, and its redu
 endpoint a per-patient output; for a registry of millions of patients these are far larger than the
 summaries computed from them, and only one endpoint's are needed at a time. A :class:`FrameStore`
 keeps frames in memory until the frames it holds reach ``memory_budget`` bytes; later frames are
-pickled into a private temporary folder (under ``TMPDIR``) and loaded again only when used. Pickle
-round-trips every pandas dtype exactly, so where a frame was kept never changes a result. The
-folder is removed when the store is garbage-collected or the process exits.
+pickled into a private temporary folder (under ``TMPDIR``), a file per million rows, and loaded
+again only when used (a file written from disk is written a slice at a time). Pickle round-trips
+every pandas dtype exactly, so where a frame was kept never changes a result. The folder is removed
+when the store is garbage-collected or the process exits. :class:`FrameParts` keeps a frame as
+consecutive parts that are never concatenated unless the whole frame is asked for.
 """
 
 from __future__ import annotations
