@@ -314,12 +314,9 @@ def _write_contents(files: dict[str, str | bytes | pd.DataFrame | StoredFrame], 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(lambda name: _write_csv(as_frame(files[name]), paths[name]), frames))
     for name, content in files.items():
-        if isinstance(content, StoredFrame) and content.spilled:
+        if isinstance(content, FrameParts) or (isinstance(content, StoredFrame) and content.spilled):
             _write_csv_pieces(content.slices, paths[name], content.load)
             release_memory(content.nbytes)
-        elif isinstance(content, FrameParts):
-            _write_csv_pieces(content.slices, paths[name], content.load)
-            release_memory(sum(part.nbytes for part in content.parts if part.spilled))
     mode = file_mode()
     for name, content in files.items():
         if isinstance(content, bytes):

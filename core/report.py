@@ -92,22 +92,20 @@ def _quality_summary(quality: pd.DataFrame | StoredFrame | FrameParts) -> pd.Dat
     part, so that a registry's report is never held twice."""
     columns = ["table", "reason", "action"]
     counts = []
-    for part in quality.parts if isinstance(quality, FrameParts) else [quality]:
-        slices = part.slices() if isinstance(part, StoredFrame) else [part]
-        for frame in slices:
-            if "records" in frame:  # already a summary (disclosure control)
-                return frame
-            if frame.empty or "reason" not in frame:
-                continue
-            for start in range(0, len(frame), SUMMARY_ROWS):
-                records = frame.iloc[start:start + SUMMARY_ROWS]
-                reason = records["reason"].astype("str")
-                for pattern, replacement in _RECORD_DETAILS:
-                    reason = reason.str.replace(pattern, replacement, regex=True)
-                keys = pd.DataFrame({"table": records["table"].astype(object), "reason": reason.astype(object),
-                                     "action": records["action"].astype(object)})
-                counts.append(keys.groupby(columns, sort=False, dropna=False).size())
-            del frame
+    for frame in quality.slices() if isinstance(quality, StoredFrame | FrameParts) else [quality]:
+        if "records" in frame:  # already a summary (disclosure control)
+            return frame
+        if frame.empty or "reason" not in frame:
+            continue
+        for start in range(0, len(frame), SUMMARY_ROWS):
+            records = frame.iloc[start:start + SUMMARY_ROWS]
+            reason = records["reason"].astype("str")
+            for pattern, replacement in _RECORD_DETAILS:
+                reason = reason.str.replace(pattern, replacement, regex=True)
+            keys = pd.DataFrame({"table": records["table"].astype(object), "reason": reason.astype(object),
+                                 "action": records["action"].astype(object)})
+            counts.append(keys.groupby(columns, sort=False, dropna=False).size())
+        del frame
     if not counts:
         return pd.DataFrame(columns=[*columns, "records"])
     total = pd.concat(counts).groupby(level=[0, 1, 2], sort=False, dropna=False).sum()

@@ -132,6 +132,10 @@ class FrameParts:
         return sum(part.rows for part in self.parts)
 
     @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.parts)
+
+    @property
     def spilled(self) -> bool:
         return any(part.spilled for part in self.parts)
 
@@ -178,57 +182,65 @@ def assemble(parts: list[StoredFrame], order: str) -> pd.DataFrame:
     copied out, and the part released; then each column is concatenated and put in order on its own."""
     if len(parts) == 1:
         return _in_order(parts[0].load(), order)
-    pieces: dict[str, list[pd.Series]] = {}
-    names: list[str] | None = None
-    for part in parts:
-        frame = part.load()
-        if names is None:
-            names = list(frame.columns)
-        elif list(frame.columns) != names or frame.columns.has_duplicates:
-            # the parts differ in columns: pandas aligns them (what the column-wise path assumes away)
-            del frame, pieces
-            return _in_order(pd.concat([p.load() for p in parts], ignore_index=True), order)
-        for name in frame.columns:
-            pieces.setdefault(name, []).append(frame[name].copy(deep=True).reset_index(drop=True))
-        del frame
-    position = np.argsort(pd.concat(pieces.pop(order), ignore_index=True).to_numpy(), kind="stable")
+    try:
+        head, _, pieces = _column_pieces(part.load() for part in parts)
+    except _ColumnsDiffer:  # pandas aligns differing columns (what the column-wise path assumes away)
+        return _in_order(pd.concat([p.load() for p in parts], ignore_index=True), order)
+    if head.columns.has_duplicates:
+        del pieces
+        return _in_order(pd.concat([p.load() for p in parts], ignore_index=True), order)
+    at = list(head.columns).index(order)
+    position = np.argsort(_joined_column(pieces[at]).to_numpy(), kind="stable")
     in_order = np.array_equal(position, np.arange(len(position)))
     columns = {}
-    for name in list(pieces):
-        column = pd.concat(_same_categories(pieces.pop(name)), ignore_index=True)
-        columns[name] = column if in_order else column.take(position).reset_index(drop=True)
-        del column
-        release_memory(int(columns[name].memory_usage(index=False)))  # the pieces' memory, once enough is free
+    for i, name in enumerate(head.columns):
+        if i != at:
+            column = _joined_column(pieces[i])
+            columns[name] = column if in_order else column.take(position).reset_index(drop=True)
     return pd.DataFrame(columns, copy=False)
 
 
 def join_rows(slices: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Slices of one frame's rows (same columns and dtypes, in order) as that frame: its index,
     column labels and attrs. Column by column, as :func:`assemble`, so it is never held twice."""
-    pieces: list[list[pd.Series]] = []
-    indexes: list[pd.Index] = []
-    first = None
-    for frame in slices:
-        if first is None:
-            first = frame.iloc[:0]
+    head, indexes, pieces = _column_pieces(slices)
+    joined = pd.DataFrame({i: _joined_column(column) for i, column in enumerate(pieces)}, copy=False)
+    joined.columns = head.columns
+    joined.index = indexes[0].append(indexes[1:]) if len(indexes) > 1 else indexes[0]
+    joined.attrs = dict(head.attrs)
+    return joined
+
+
+class _ColumnsDiffer(Exception):
+    """A frame whose columns are not those of the first."""
+
+
+def _column_pieces(frames: Iterable[pd.DataFrame]) -> tuple[pd.DataFrame, list[pd.Index], list[list[pd.Series]]]:
+    """Each frame's columns copied out by position (so that the frame itself can be let go as the
+    next is loaded): the first frame's empty head, every frame's index, and each column's pieces."""
+    head, indexes, pieces = None, [], []
+    for frame in frames:
+        if head is None:
+            head = frame.iloc[:0]
             pieces = [[] for _ in range(frame.shape[1])]
+        elif not frame.columns.equals(head.columns):
+            raise _ColumnsDiffer
         indexes.append(frame.index)
         for position in range(frame.shape[1]):
             pieces[position].append(frame.iloc[:, position].copy(deep=True).reset_index(drop=True))
         del frame
-    if first is None:
-        raise ValueError("no slices to join")
-    index = indexes[0].append(indexes[1:]) if len(indexes) > 1 else indexes[0]
-    columns = {}
-    for position in range(len(pieces)):
-        columns[position] = pd.concat(_same_categories(pieces[position]), ignore_index=True)
-        pieces[position] = []
-        release_memory(int(columns[position].memory_usage(index=False)))
-    joined = pd.DataFrame(columns, copy=False)
-    joined.columns = first.columns
-    joined.index = index
-    joined.attrs = dict(first.attrs)
-    return joined
+    if head is None:
+        raise ValueError("no frames to join")
+    return head, indexes, pieces
+
+
+def _joined_column(pieces: list[pd.Series]) -> pd.Series:
+    """One column's pieces as one column; the pieces are let go, and their memory given back once
+    enough is free."""
+    column = pd.concat(_same_categories(pieces), ignore_index=True)
+    pieces.clear()
+    release_memory(int(column.memory_usage(index=False)))
+    return column
 
 
 def _same_categories(pieces: list[pd.Series]) -> list[pd.Series]:
